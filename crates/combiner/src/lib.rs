@@ -1,1 +1,25 @@
-pub use burn;
+//! Combiner attention (Ren et al., *Combiner: Full Attention Transformer with
+//! Sparse Computation Cost*, NeurIPS 2021) for burn, generic over `B: Backend`.
+//!
+//! - [`Plan`]: the factorization plans of the paper, compiled per length to a
+//!   [`Layout`] (plain index data).
+//! - [`combiner_attention`]: the efficient attention on per-head tensors, with
+//!   one joint softmax over direct and span logits (eq. 9).
+//! - [`oracle`]: the dense `O(L^2)` reference `q(j|i)` (eq. 8).
+//! - [`verify`]: full support, disjointness, causality and cost exponents.
+//! - [`CombinerAttention`]: the multi-head module.
+#![warn(missing_docs)]
+
+pub mod abstraction;
+pub mod attention;
+pub mod exec;
+pub mod layout;
+pub mod oracle;
+pub mod plan;
+pub mod verify;
+
+pub use abstraction::{Abstraction, AbstractionKind, Pool};
+pub use attention::{plan_attention, CombinerAttention, CombinerConfig, MultiHead};
+pub use exec::combiner_attention;
+pub use layout::{Layout, Partition, SpanQuery, SpanSet, Term};
+pub use plan::{Grid, Mode, Plan, PlanError};

@@ -1,0 +1,352 @@
+//! Multi-head Combiner attention as a burn module, and the plan-level
+//! attention function on per-head tensors.
+
+use burn::module::Param;
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::abstraction::{Abstraction, AbstractionKind};
+use crate::exec::combiner_attention;
+use crate::layout::Layout;
+use crate::plan::{routing_layout, Mode, Plan, PlanError};
+
+/// Configuration of multi-head Combiner attention.
+#[derive(Config, Debug, PartialEq)]
+pub struct CombinerConfig {
+    /// Model width.
+    pub d_model: usize,
+    /// Number of heads; `d_model` must divide by it.
+    pub n_heads: usize,
+    /// Factorization plan.
+    #[config(default = "Plan::Fixed { block: None }")]
+    pub plan: Plan,
+    /// Span abstraction for `k_Omega`, `q_Omega`.
+    #[config(default = "AbstractionKind::Max")]
+    pub abstraction: AbstractionKind,
+    /// LM (causal) or MLM (bidirectional).
+    #[config(default = "Mode::Lm")]
+    pub mode: Mode,
+    /// Dropout on the attention output.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Clusters of the learnable plan when the plan leaves them open.
+    #[config(default = 32)]
+    pub default_clusters: usize,
+}
+
+/// Projections, heads and dropout shared by every attention of the zoo.
+#[derive(Module, Debug)]
+pub struct MultiHead<B: Backend> {
+    query: Linear<B>,
+    key: Linear<B>,
+    value: Linear<B>,
+    output: Linear<B>,
+    dropout: Dropout,
+    n_heads: usize,
+}
+
+impl<B: Backend> MultiHead<B> {
+    /// Q/K/V/output projections of width `d_model`, split into `n_heads`.
+    ///
+    /// # Panics
+    /// If `d_model` is not a multiple of `n_heads`.
+    pub fn new(d_model: usize, n_heads: usize, dropout: f64, device: &B::Device) -> Self {
+        assert!(
+            n_heads > 0 && d_model % n_heads == 0,
+            "d_model ({d_model}) must be a positive multiple of n_heads ({n_heads})"
+        );
+        let lin = || LinearConfig::new(d_model, d_model).init(device);
+        MultiHead {
+            query: lin(),
+            key: lin(),
+            value: lin(),
+            output: lin(),
+            dropout: DropoutConfig::new(dropout).init(),
+            n_heads,
+        }
+    }
+
+    /// Width of one head.
+    pub fn d_head(&self) -> usize {
+        self.query.weight.dims()[1] / self.n_heads
+    }
+
+    fn split(&self, x: Tensor<B, 3>) -> Tensor<B, 4> {
+        let [b, l, d] = x.dims();
+        x.reshape([b, l, self.n_heads, d / self.n_heads])
+            .swap_dims(1, 2)
+    }
+
+    /// Projects `x`, runs `attend(q, k, v)` per head, merges and projects back.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`; `attend` sees `[batch, heads, seq, d_head]`
+    /// - output: `[batch, seq, d_model]`
+    pub fn forward_with(
+        &self,
+        x: Tensor<B, 3>,
+        attend: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+    ) -> Tensor<B, 3> {
+        let [b, l, d] = x.dims();
+        let q = self.split(self.query.forward(x.clone()));
+        let k = self.split(self.key.forward(x.clone()));
+        let v = self.split(self.value.forward(x));
+        let o = attend(q, k, v).swap_dims(1, 2).reshape([b, l, d]);
+        self.dropout.forward(self.output.forward(o))
+    }
+}
+
+/// Multi-head Combiner attention.
+#[derive(Module, Debug)]
+pub struct CombinerAttention<B: Backend> {
+    heads: MultiHead<B>,
+    abstraction: Abstraction<B>,
+    #[module(skip)]
+    plan: Plan,
+    #[module(skip)]
+    mode: Mode,
+    centroids: Option<Param<Tensor<B, 3>>>,
+}
+
+impl CombinerConfig {
+    /// Builds the module.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> CombinerAttention<B> {
+        let heads = MultiHead::new(self.d_model, self.n_heads, self.dropout, device);
+        CombinerAttention {
+            abstraction: self.abstraction.init(heads.d_head(), device),
+            heads,
+            centroids: self.plan.components().iter().find_map(|p| match p {
+                Plan::Learnable { clusters } => Some(
+                    Param::from_tensor(default_centroids(
+                        self.n_heads,
+                        clusters.unwrap_or(self.default_clusters).max(1),
+                        self.d_model / self.n_heads,
+                        device,
+                    ))
+                    .set_require_grad(false),
+                ),
+                _ => None,
+            }),
+            plan: self.plan.clone(),
+            mode: self.mode,
+        }
+    }
+}
+
+impl<B: Backend> CombinerAttention<B> {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, any `seq >= 1`
+    /// - output: `[batch, seq, d_model]`
+    ///
+    /// # Panics
+    /// If the plan cannot be compiled at this length (e.g. an explicit axial
+    /// grid smaller than `seq`); check configs with [`Plan::component_layouts`].
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.heads.forward_with(x, |q, k, v| {
+            let centroids = self.centroids.as_ref().map(|c| c.val());
+            plan_attention(q, k, v, &self.plan, self.mode, &self.abstraction, centroids)
+                .unwrap_or_else(|e| panic!("combiner attention: {e}"))
+        })
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The learnable plan's centroids after one online k-means step on the
+    /// keys this layer computes for `x` (see [`kmeans_update`]).
+    pub fn update_centroids(mut self, x: Tensor<B, 3>, decay: f64) -> Self {
+        if let Some(c) = self.centroids.take() {
+            let k = self.heads.split(self.heads.key.forward(x));
+            let moved = kmeans_update(k, c.val(), decay);
+            self.centroids = Some(Param::from_tensor(moved).set_require_grad(false));
+        }
+        self
+    }
+}
+
+/// Combiner attention of a plan on per-head tensors: mixtures average their
+/// components (paper 3.3); the learnable plan assigns every token to its
+/// nearest centroid (eq. 11/12), from `centroids: [heads, clusters, d_head]`
+/// or, when none are given, from [`default_centroids`].
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`
+/// - output: `[batch, heads, seq, d_head]`
+pub fn plan_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    plan: &Plan,
+    mode: Mode,
+    abs: &Abstraction<B>,
+    centroids: Option<Tensor<B, 3>>,
+) -> Result<Tensor<B, 4>, PlanError> {
+    let [_, h, len, d] = q.dims();
+    if len == 0 {
+        return Err(PlanError::Zero("sequence length"));
+    }
+    let comps = plan.components();
+    if comps.is_empty() {
+        return Err(PlanError::EmptyMixture);
+    }
+    let n = comps.len() as f64;
+    let mut out: Option<Tensor<B, 4>> = None;
+    for comp in comps {
+        let o = match comp {
+            Plan::Learnable { clusters } => {
+                let c = match &centroids {
+                    Some(c) => c.clone(),
+                    None => {
+                        let n = clusters.unwrap_or_else(|| (len as f64).sqrt().ceil() as usize);
+                        default_centroids(h, n.max(1), d, &q.device())
+                    }
+                };
+                learnable_attention(q.clone(), k.clone(), v.clone(), c, mode, abs)
+            }
+            p => combiner_attention(q.clone(), k.clone(), v.clone(), &p.layout(len, mode)?, abs),
+        };
+        out = Some(match out {
+            Some(acc) => acc + o,
+            None => o,
+        });
+    }
+    let out = out.expect("non-empty");
+    Ok(if n > 1.0 { out.div_scalar(n) } else { out })
+}
+
+/// Deterministic unit-norm centroids `[heads, clusters, d_head]` (a fixed
+/// pseudo-random draw), the starting point of the online k-means.
+pub fn default_centroids<B: Backend>(
+    heads: usize,
+    clusters: usize,
+    d_head: usize,
+    device: &B::Device,
+) -> Tensor<B, 3> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let vals: Vec<f32> = (0..heads * clusters * d_head)
+        .map(|_| {
+            // splitmix64 -> uniform in [-1, 1)
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f32 / (1u64 << 52) as f32 - 1.0
+        })
+        .collect();
+    let c = Tensor::<B, 3>::from_data(TensorData::new(vals, [heads, clusters, d_head]), device);
+    let norm = c.clone().powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-6);
+    c / norm
+}
+
+/// Nearest-centroid cluster ids: `[batch * heads][seq]`. Each token's id
+/// depends on its own key only, which keeps the LM form causal.
+///
+/// # Shapes
+/// - `k`: `[batch, heads, seq, d_head]`, `centroids`: `[heads, clusters, d_head]`
+pub fn assign_clusters<B: Backend>(k: Tensor<B, 4>, centroids: Tensor<B, 3>) -> Vec<Vec<usize>> {
+    let [b, h, len, d] = k.dims();
+    let n = centroids.dims()[1];
+    let c = centroids.detach().unsqueeze::<4>().expand([b, h, n, d]);
+    // argmin |k - c|^2 = argmax (k.c - |c|^2 / 2)
+    let half_norm = c
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(3)
+        .swap_dims(2, 3)
+        .mul_scalar(0.5);
+    let ids = k
+        .detach()
+        .matmul(c.swap_dims(2, 3))
+        .sub(half_norm)
+        .argmax(3)
+        .reshape([b * h * len])
+        .into_data()
+        .convert::<i64>();
+    let ids: Vec<i64> = ids.to_vec().expect("int data");
+    ids.chunks(len.max(1))
+        .map(|c| c.iter().map(|&x| x as usize).collect())
+        .collect()
+}
+
+/// One online k-means step (Routing Transformer): every centroid moves
+/// towards the mean of the keys assigned to it, `c <- decay c + (1 - decay) mean`.
+/// Training loops call it after each step with the layer's keys; centroids
+/// with no assigned key stay.
+///
+/// # Shapes
+/// - `k`: `[batch, heads, seq, d_head]`, `centroids`: `[heads, clusters, d_head]`
+pub fn kmeans_update<B: Backend>(
+    k: Tensor<B, 4>,
+    centroids: Tensor<B, 3>,
+    decay: f64,
+) -> Tensor<B, 3> {
+    let [b, h, len, d] = k.dims();
+    let n = centroids.dims()[1];
+    let device = k.device();
+    let ids = assign_clusters(k.clone(), centroids.clone());
+    let flat: Vec<i64> = ids.iter().flatten().map(|&x| x as i64).collect();
+    let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(flat, [b * h * len]), &device)
+        .reshape([b, h, len, 1]);
+    let onehot = ids
+        .equal(
+            Tensor::<B, 1, Int>::arange(0..n as i64, &device)
+                .reshape([1, 1, 1, n])
+                .expand([b, h, len, n]),
+        )
+        .float();
+    let k = k.detach();
+    let sums = onehot
+        .clone()
+        .swap_dims(2, 3)
+        .matmul(k)
+        .sum_dim(0)
+        .squeeze_dim::<3>(0); // [h, n, d]
+    let counts = onehot
+        .sum_dim(2)
+        .sum_dim(0)
+        .squeeze_dim::<3>(0)
+        .swap_dims(1, 2); // [h, n, 1]
+    let empty = counts.clone().equal_elem(0.0).expand([h, n, d]);
+    let mean = sums / counts.clamp_min(1.0);
+    let moved = centroids.clone().mul_scalar(decay) + mean.mul_scalar(1.0 - decay);
+    moved.mask_where(empty, centroids)
+}
+
+/// The learnable plan: every token joins its nearest centroid's region, then
+/// the routing layout (eq. 11/12) runs per sequence and head.
+pub fn learnable_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    centroids: Tensor<B, 3>,
+    mode: Mode,
+    abs: &Abstraction<B>,
+) -> Tensor<B, 4> {
+    let [b, h, len, d] = q.dims();
+    let clusters = assign_clusters(k.clone(), centroids);
+    let mut rows = Vec::with_capacity(b);
+    for bi in 0..b {
+        let mut heads = Vec::with_capacity(h);
+        for hi in 0..h {
+            let layout: Layout = routing_layout(&compact(&clusters[bi * h + hi]), mode);
+            let sl = |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
+            heads.push(combiner_attention(sl(&q), sl(&k), sl(&v), &layout, abs));
+        }
+        rows.push(Tensor::cat(heads, 1));
+    }
+    Tensor::cat(rows, 0)
+}
+
+/// Renumbers cluster ids to `0..used` so empty clusters cost nothing.
+fn compact(ids: &[usize]) -> Vec<usize> {
+    let mut map = std::collections::HashMap::new();
+    ids.iter()
+        .map(|&c| {
+            let next = map.len();
+            *map.entry(c).or_insert(next)
+        })
+        .collect()
+}

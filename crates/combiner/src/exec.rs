@@ -1,0 +1,366 @@
+//! The efficient Combiner attention: span summaries with batched block ops,
+//! then one joint softmax (eq. 9) over direct logits and span logits.
+//!
+//! No `L x L` tensor is built: every op is sized by the layout's blocks,
+//! i.e. by the three counts of paper section 3.1.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+use crate::abstraction::{Abstraction, Pool};
+use crate::layout::{Layout, SpanSet, Term};
+
+/// The value masked logits are set to. Finite, so that a fully masked row
+/// (a padding query, an empty span never used) stays finite instead of NaN;
+/// `exp(MASKED - max)` is exactly 0 in f32 and bf16 next to any real logit.
+pub const MASKED: f32 = -1.0e9;
+
+pub(crate) fn int_tensor<B: Backend>(v: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, [v.len()]), device)
+}
+
+pub(crate) fn bool_tensor<B: Backend, const D: usize>(
+    v: Vec<bool>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D, Bool> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// Whether `queries` lists `0..len` in order followed only by padding.
+fn is_identity(queries: &[usize], len: usize) -> bool {
+    queries
+        .iter()
+        .enumerate()
+        .all(|(a, &q)| q == if a < len { a } else { len })
+        && queries.len() >= len
+}
+
+/// Shifts along `dim` by one, filling the first slot with `fill`:
+/// `out[t] = x[t - 1]`, turning an inclusive scan into an exclusive one.
+fn shift_right<B: Backend>(x: Tensor<B, 5>, dim: usize, fill: f32) -> Tensor<B, 5> {
+    let dims = x.dims();
+    let mut first = dims;
+    first[dim] = 1;
+    let head = Tensor::full(first, fill, &x.device());
+    if dims[dim] == 1 {
+        return head;
+    }
+    Tensor::cat(vec![head, x.narrow(dim, 0, dims[dim] - 1)], dim)
+}
+
+/// Pools `x: [b, h, c, w, d]` over dim 3 where `valid: [c, w]` holds.
+fn pool_block<B: Backend>(x: Tensor<B, 5>, valid: &[bool], pool: Pool) -> Tensor<B, 4> {
+    let [b, h, c, w, d] = x.dims();
+    let device = x.device();
+    let invalid = bool_tensor::<B, 2>(valid.iter().map(|v| !v).collect(), [c, w], &device)
+        .reshape([1, 1, c, w, 1])
+        .expand([b, h, c, w, d]);
+    match pool {
+        Pool::Max => x.mask_fill(invalid, MASKED).max_dim(3).squeeze_dim(3),
+        Pool::Mean => {
+            let counts: Vec<f32> = valid
+                .chunks(w.max(1))
+                .map(|row| row.iter().filter(|&&v| v).count().max(1) as f32)
+                .collect();
+            let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [c]), &device)
+                .reshape([1, 1, c, 1]);
+            x.mask_fill(invalid, 0.0).sum_dim(3).squeeze_dim(3) / counts
+        }
+    }
+}
+
+/// Pools every inclusive prefix (`exclude = false`) or every leave-one-out
+/// set (`exclude = true`) of `x: [b, h, c, w, d]` along dim 3.
+fn pool_scan<B: Backend>(
+    x: Tensor<B, 5>,
+    valid: &[bool],
+    pool: Pool,
+    exclude: bool,
+) -> Tensor<B, 5> {
+    let [b, h, c, w, d] = x.dims();
+    let device = x.device();
+    let valid_t = bool_tensor::<B, 2>(valid.to_vec(), [c, w], &device).reshape([1, 1, c, w, 1]);
+    let invalid = valid_t.clone().bool_not().expand([b, h, c, w, d]);
+    match pool {
+        Pool::Max => {
+            let x = x.mask_fill(invalid, MASKED);
+            if !exclude {
+                x.cummax(3)
+            } else {
+                let before = shift_right(x.clone().cummax(3), 3, MASKED);
+                let after = shift_right(x.flip([3]).cummax(3), 3, MASKED).flip([3]);
+                before.max_pair(after)
+            }
+        }
+        Pool::Mean => {
+            let x = x.mask_fill(invalid, 0.0);
+            let ones = valid_t.float();
+            if !exclude {
+                let n = ones.cumsum(3).clamp_min(1.0);
+                x.cumsum(3) / n
+            } else {
+                let total = x.clone().sum_dim(3);
+                let n = (ones.clone().sum_dim(3) - ones).clamp_min(1.0);
+                (total - x) / n
+            }
+        }
+    }
+}
+
+/// Softmax attention inside blocks: `q: [b,h,c,g,d]`, `k, v: [b,h,c,w,d]`,
+/// `invalid: [c, g, w]` (true = masked). Returns `[b,h,c,g,d]`.
+fn block_attention<B: Backend>(
+    q: Tensor<B, 5>,
+    k: Tensor<B, 5>,
+    v: Tensor<B, 5>,
+    invalid: Vec<bool>,
+    scale: f64,
+) -> Tensor<B, 5> {
+    let [b, h, c, g, _] = q.dims();
+    let w = k.dims()[3];
+    let mask = bool_tensor::<B, 3>(invalid, [c, g, w], &q.device())
+        .unsqueeze::<5>()
+        .expand([b, h, c, g, w]);
+    let logits = q
+        .matmul(k.swap_dims(3, 4))
+        .mul_scalar(scale)
+        .mask_fill(mask, MASKED);
+    softmax(logits, 4).matmul(v)
+}
+
+/// Span keys and local expectations of one span set: `([b,h,u,d], [b,h,u,d])`.
+#[allow(clippy::too_many_arguments)]
+fn span_summaries<B: Backend>(
+    set: &SpanSet,
+    len: usize,
+    q_ext: &Tensor<B, 4>,
+    k_ext: &Tensor<B, 4>,
+    v_ext: &Tensor<B, 4>,
+    qp_ext: &Tensor<B, 4>,
+    kp_ext: &Tensor<B, 4>,
+    abs: &Abstraction<B>,
+    scale: f64,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let [b, h, _, d] = q_ext.dims();
+    let device = q_ext.device();
+    let gather = |t: &Tensor<B, 4>, idx: &[usize], c: usize, w: usize| {
+        t.clone()
+            .select(2, int_tensor::<B>(idx, &device))
+            .reshape([b, h, c, w, d])
+    };
+    match set {
+        SpanSet::Blocks {
+            count,
+            width,
+            members,
+            token_queries,
+        } => {
+            let (c, w) = (*count, *width);
+            let valid: Vec<bool> = members.iter().map(|&p| p < len).collect();
+            let km = gather(k_ext, members, c, w);
+            let vm = gather(v_ext, members, c, w);
+            let k_span = abs.post_k(pool_block(
+                gather(kp_ext, members, c, w),
+                &valid,
+                abs.pool(),
+            ));
+            let (qs, g) = match token_queries {
+                None => (
+                    abs.post_q(pool_block(
+                        gather(qp_ext, members, c, w),
+                        &valid,
+                        abs.pool(),
+                    ))
+                    .unsqueeze_dim::<5>(3),
+                    1,
+                ),
+                Some((g, tokens)) => (gather(q_ext, tokens, c, *g), *g),
+            };
+            let invalid: Vec<bool> = (0..c)
+                .flat_map(|blk| {
+                    let valid = &valid;
+                    (0..g).flat_map(move |_| (0..w).map(move |j| !valid[blk * w + j]))
+                })
+                .collect();
+            let vbar = block_attention(qs, km, vm, invalid, scale).reshape([b, h, c * g, d]);
+            let k_span = k_span
+                .unsqueeze_dim::<5>(3)
+                .expand([b, h, c, g, d])
+                .reshape([b, h, c * g, d]);
+            (k_span, vbar)
+        }
+        SpanSet::Prefixes { count, width, seqs } | SpanSet::ExcludeOne { count, width, seqs } => {
+            let exclude = matches!(set, SpanSet::ExcludeOne { .. });
+            let (c, w) = (*count, *width);
+            let valid: Vec<bool> = seqs.iter().map(|&p| p < len).collect();
+            let ks = gather(k_ext, seqs, c, w);
+            let vs = gather(v_ext, seqs, c, w);
+            let k_span = abs.post_k(pool_scan(
+                gather(kp_ext, seqs, c, w),
+                &valid,
+                abs.pool(),
+                exclude,
+            ));
+            let q_span = abs.post_q(pool_scan(
+                gather(qp_ext, seqs, c, w),
+                &valid,
+                abs.pool(),
+                exclude,
+            ));
+            let invalid: Vec<bool> = (0..c)
+                .flat_map(|s| {
+                    let valid = &valid;
+                    (0..w).flat_map(move |t| {
+                        (0..w).map(move |j| {
+                            let inside = if exclude { j != t } else { j <= t };
+                            !(inside && valid[s * w + j])
+                        })
+                    })
+                })
+                .collect();
+            let vbar = block_attention(q_span, ks, vs, invalid, scale).reshape([b, h, c * w, d]);
+            (k_span.reshape([b, h, c * w, d]), vbar)
+        }
+    }
+}
+
+/// Rows of `x: [b,h,n,f]` for query positions `0..len`, from a term's query order.
+fn to_query_order<B: Backend>(
+    x: Tensor<B, 4>,
+    term: &Term,
+    len: usize,
+    inv: &[usize],
+) -> Tensor<B, 4> {
+    if is_identity(&term.queries, len) {
+        x.narrow(2, 0, len)
+    } else {
+        let device = x.device();
+        x.select(2, int_tensor::<B>(inv, &device))
+    }
+}
+
+/// Rows of `x: [b,h,len,f]` arranged in a term's query order (padding rows zero).
+fn to_term_order<B: Backend>(x: Tensor<B, 4>, term: &Term, len: usize) -> Tensor<B, 4> {
+    let [b, h, _, f] = x.dims();
+    let n = term.queries.len();
+    let device = x.device();
+    if is_identity(&term.queries, len) {
+        if n == len {
+            x
+        } else {
+            Tensor::cat(vec![x, Tensor::zeros([b, h, n - len, f], &device)], 2)
+        }
+    } else {
+        let ext = Tensor::cat(vec![x, Tensor::zeros([b, h, 1, f], &device)], 2);
+        ext.select(2, int_tensor::<B>(&term.queries, &device))
+    }
+}
+
+/// Combiner attention (eq. 7 with the joint normalization of eq. 9) for one
+/// compiled layout.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]` with `seq == layout.len`
+/// - output: `[batch, heads, seq, d_head]`
+///
+/// # Panics
+/// If `layout` is malformed (call [`Layout::validate`] on layouts you build
+/// by hand) or the shapes disagree.
+pub fn combiner_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    layout: &Layout,
+    abs: &Abstraction<B>,
+) -> Tensor<B, 4> {
+    let [b, h, len, d] = q.dims();
+    assert_eq!(
+        len, layout.len,
+        "sequence length {len} != layout length {}",
+        layout.len
+    );
+    assert_eq!(k.dims(), q.dims(), "k shape differs from q");
+    assert_eq!(v.dims(), q.dims(), "v shape differs from q");
+    let device = q.device();
+    let scale = 1.0 / (d as f64).sqrt();
+    let zero = Tensor::<B, 4>::zeros([b, h, 1, d], &device);
+    let q_ext = Tensor::cat(vec![q, zero.clone()], 2);
+    let k_ext = Tensor::cat(vec![k, zero.clone()], 2);
+    let v_ext = Tensor::cat(vec![v, zero], 2);
+    let qp_ext = abs.pre_q(q_ext.clone());
+    let kp_ext = abs.pre_k(k_ext.clone());
+
+    let mut k_table = vec![k_ext];
+    let mut v_table = vec![v_ext];
+    for set in &layout.span_sets {
+        let (ks, vs) = span_summaries(
+            set,
+            len,
+            &q_ext,
+            &k_table[0],
+            &v_table[0],
+            &qp_ext,
+            &kp_ext,
+            abs,
+            scale,
+        );
+        k_table.push(ks);
+        v_table.push(vs);
+    }
+    let k_table = Tensor::cat(k_table, 2);
+    let v_table = Tensor::cat(v_table, 2);
+
+    // Logits of every term, in query order, side by side for one softmax.
+    let mut logits = Vec::with_capacity(layout.terms.len());
+    let mut inverses = Vec::with_capacity(layout.terms.len());
+    for term in &layout.terms {
+        let (gs, g, w) = (term.groups, term.group_size, term.width);
+        let qg = q_ext
+            .clone()
+            .select(2, int_tensor::<B>(&term.queries, &device))
+            .reshape([b, h, gs, g, d]);
+        let ki = k_table
+            .clone()
+            .select(2, int_tensor::<B>(&term.items, &device))
+            .reshape([b, h, gs, w, d]);
+        let invalid =
+            bool_tensor::<B, 3>(term.mask.iter().map(|m| !m).collect(), [gs, g, w], &device)
+                .unsqueeze::<5>()
+                .expand([b, h, gs, g, w]);
+        let l = qg
+            .matmul(ki.swap_dims(3, 4))
+            .mul_scalar(scale)
+            .mask_fill(invalid, MASKED)
+            .reshape([b, h, gs * g, w]);
+        let mut inv = vec![0usize; len];
+        for (a, &p) in term.queries.iter().enumerate() {
+            if p < len {
+                inv[p] = a;
+            }
+        }
+        logits.push(to_query_order(l, term, len, &inv));
+        inverses.push(inv);
+    }
+    let probs = softmax(Tensor::cat(logits, 3), 3);
+
+    let mut out: Option<Tensor<B, 4>> = None;
+    let mut offset = 0;
+    for (term, inv) in layout.terms.iter().zip(&inverses) {
+        let (gs, g, w) = (term.groups, term.group_size, term.width);
+        let p =
+            to_term_order(probs.clone().narrow(3, offset, w), term, len).reshape([b, h, gs, g, w]);
+        offset += w;
+        let vi = v_table
+            .clone()
+            .select(2, int_tensor::<B>(&term.items, &device))
+            .reshape([b, h, gs, w, d]);
+        let o = to_query_order(p.matmul(vi).reshape([b, h, gs * g, d]), term, len, inv);
+        out = Some(match out {
+            Some(acc) => acc + o,
+            None => o,
+        });
+    }
+    out.expect("a layout has at least one term")
+}
