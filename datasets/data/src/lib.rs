@@ -21,6 +21,10 @@ use std::str::FromStr;
 
 pub use archive::{sha256_file, verify_sha256, Checksums};
 
+pub use batcher::{
+    ClassificationBatch, ClassificationBatcher, LmBatch, LmBatcher, MlmBatch, MlmBatcher,
+    SequenceDataset, SequenceItem, TokenSequence,
+};
 pub use cifar::{Cifar10, CifarImage};
 pub use error::{DataError, Result};
 pub use imagenet::{Image64, ImageNet64};
