@@ -48,9 +48,23 @@ impl AbstractionKind {
 
     /// Builds the module for heads of width `d_head`.
     pub fn init<B: Backend>(self, d_head: usize, device: &B::Device) -> Abstraction<B> {
+        self.init_with(d_head, true, device)
+    }
+
+    /// Builds the module; `pooled_queries = false` leaves out the query-side
+    /// DeepSets maps for plans whose spans are all queried by tokens
+    /// (axial row-major), so that no parameter goes unused.
+    pub fn init_with<B: Backend>(
+        self,
+        d_head: usize,
+        pooled_queries: bool,
+        device: &B::Device,
+    ) -> Abstraction<B> {
         Abstraction {
             pool: self.pool(),
-            deepsets: self.is_learnable().then(|| DeepSets::new(d_head, device)),
+            deepsets: self
+                .is_learnable()
+                .then(|| DeepSets::new(d_head, pooled_queries, device)),
         }
     }
 }
@@ -84,18 +98,18 @@ pub enum Pool {
 pub struct DeepSets<B: Backend> {
     psi_k: Linear<B>,
     phi_k: Linear<B>,
-    psi_q: Linear<B>,
-    phi_q: Linear<B>,
+    psi_q: Option<Linear<B>>,
+    phi_q: Option<Linear<B>>,
 }
 
 impl<B: Backend> DeepSets<B> {
-    fn new(d: usize, device: &B::Device) -> Self {
+    fn new(d: usize, queries: bool, device: &B::Device) -> Self {
         let lin = || LinearConfig::new(d, d).init(device);
         DeepSets {
             psi_k: lin(),
             phi_k: lin(),
-            psi_q: lin(),
-            phi_q: lin(),
+            psi_q: queries.then(lin),
+            phi_q: queries.then(lin),
         }
     }
 }
@@ -126,8 +140,8 @@ impl<B: Backend> Abstraction<B> {
 
     /// `psi` for queries.
     pub fn pre_q<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match &self.deepsets {
-            Some(ds) => relu(ds.psi_q.forward(x)),
+        match self.deepsets.as_ref().and_then(|ds| ds.psi_q.as_ref()) {
+            Some(psi) => relu(psi.forward(x)),
             None => x,
         }
     }
@@ -142,8 +156,8 @@ impl<B: Backend> Abstraction<B> {
 
     /// `phi` for queries.
     pub fn post_q<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        match &self.deepsets {
-            Some(ds) => ds.phi_q.forward(x),
+        match self.deepsets.as_ref().and_then(|ds| ds.phi_q.as_ref()) {
+            Some(phi) => phi.forward(x),
             None => x,
         }
     }

@@ -113,7 +113,15 @@ impl CombinerConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> CombinerAttention<B> {
         let heads = MultiHead::new(self.d_model, self.n_heads, self.dropout, device);
         CombinerAttention {
-            abstraction: self.abstraction.init(heads.d_head(), device),
+            abstraction: self.abstraction.init_with(
+                heads.d_head(),
+                !self
+                    .plan
+                    .components()
+                    .iter()
+                    .all(|p| matches!(p, Plan::AxialRowmajor { .. })),
+                device,
+            ),
             heads,
             centroids: self.plan.components().iter().find_map(|p| match p {
                 Plan::Learnable { clusters } => Some(

@@ -12,6 +12,7 @@
 
 pub mod abstraction;
 pub mod attention;
+pub mod dense;
 pub mod exec;
 pub mod layout;
 pub mod oracle;
@@ -20,6 +21,7 @@ pub mod verify;
 
 pub use abstraction::{Abstraction, AbstractionKind, Pool};
 pub use attention::{plan_attention, CombinerAttention, CombinerConfig, MultiHead};
+pub use dense::dense_attention;
 pub use exec::combiner_attention;
 pub use layout::{Layout, Partition, SpanQuery, SpanSet, Term};
 pub use plan::{Grid, Mode, Plan, PlanError};

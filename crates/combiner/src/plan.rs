@@ -97,8 +97,9 @@ pub enum Plan {
         /// Component plans (the paper uses two).
         plans: Vec<Plan>,
     },
-    /// Combiner-Learnable (4.4, eq. 11/12): regions from online k-means on
-    /// the keys (balanced: tokens sorted by cluster, cut into equal regions).
+    /// Combiner-Learnable (4.4, eq. 11/12): every token joins the region of
+    /// its key's nearest centroid; centroids follow online k-means
+    /// (`attention::kmeans_update`).
     Learnable {
         /// Number of regions; defaults to `ceil(sqrt(L))`.
         #[serde(default)]
@@ -259,8 +260,8 @@ impl Plan {
         }
     }
 
-    /// Layouts of every component, for `len` (learnable: balanced regions of
-    /// consecutive positions, the assignment an untrained model starts from).
+    /// Layouts of every component, for `len` (learnable: `clusters` regions
+    /// of consecutive positions, a fixed stand-in for data-driven clusters).
     pub fn component_layouts(&self, len: usize, mode: Mode) -> Result<Vec<Layout>, PlanError> {
         if let Plan::Mixture { plans } = self {
             if plans.is_empty() {
