@@ -1,1 +1,76 @@
-fn main() {}
+//! `combiner`: verify, draw and run the factorization plans of Combiner
+//! attention (Ren et al., NeurIPS 2021) on any compiled-in burn backend.
+
+mod backend;
+mod plan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::backend::BackendKind;
+
+const ABOUT: &str =
+    "Combiner attention (NeurIPS 2021) on burn: verify, draw and run factorization plans";
+
+const EXAMPLES: &str = "\
+Examples:
+  combiner plan verify --all
+  combiner plan show --plan axial-vertical --len 64 --out pictures
+  combiner --backend cuda --device 1 plan apply --plan fixed --mode lm --input qkv.safetensors --output out.safetensors";
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "combiner", version, about = ABOUT, after_help = EXAMPLES)]
+struct Cli {
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = BackendKind::Ndarray,
+        help_heading = "Backend",
+        help = backend::backend_help()
+    )]
+    backend: BackendKind,
+    /// Device index on the chosen backend (GPU ordinal; ndarray has only device 0).
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 0,
+        help_heading = "Backend"
+    )]
+    device: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify, draw and run factorization plans.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  combiner plan verify --all\n  combiner plan show --plan logsparse --len 32\n  \
+                      combiner plan apply --plan fixed --mode lm --input qkv.safetensors --output out.safetensors"
+    )]
+    Plan(plan::PlanCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Plan(cmd) => plan::run(cmd, cli.backend, cli.device),
+    };
+    // Print the cause chain ourselves: anyhow's `main` report adds a stack
+    // backtrace whenever RUST_BACKTRACE is set, which buries the message.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Backend choice at run time. Generic code takes `B: Backend`; the concrete
+//! backend types appear only here, each behind its cargo feature, so a build
+//! carries exactly the backends it was asked for.
+
+use anyhow::Result;
+use burn::prelude::Backend;
+use clap::ValueEnum;
+
+/// A burn backend selectable with `--backend`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// CPU (ndarray); the default and the only backend of a default build.
+    Ndarray,
+    /// wgpu (Vulkan/Metal/DX12); `--device N` is the N-th discrete GPU.
+    Wgpu,
+    /// CUDA through CubeCL; `--device N` is the CUDA ordinal.
+    Cuda,
+    /// LibTorch (tch); `--device N` is the CUDA ordinal.
+    Tch,
+}
+
+impl BackendKind {
+    /// The cargo feature that compiles this backend in.
+    pub fn feature(self) -> &'static str {
+        match self {
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Tch => "tch",
+        }
+    }
+}
+
+/// The backends compiled into this binary.
+pub fn compiled() -> Vec<BackendKind> {
+    BackendKind::value_variants()
+        .iter()
+        .copied()
+        .filter(|k| match k {
+            BackendKind::Ndarray => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Tch => cfg!(feature = "tch"),
+        })
+        .collect()
+}
+
+/// Help text of `--backend`, naming the backends this build has.
+pub fn backend_help() -> String {
+    let names: Vec<&str> = compiled().into_iter().map(BackendKind::feature).collect();
+    format!(
+        "Backend that runs tensor work (this build has: {}; others need their cargo feature)",
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    )
+}
+
+/// Work that runs on whichever backend the command line picks.
+pub trait BackendJob {
+    /// What the job returns.
+    type Output;
+    /// Runs the job on backend `B` and `device`.
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+}
+
+/// Runs `job` on the backend `kind`, device `index`, or explains which cargo
+/// feature is missing.
+pub fn run_on<J: BackendJob>(kind: BackendKind, index: usize, job: J) -> Result<J::Output> {
+    match kind {
+        BackendKind::Ndarray => ndarray(index, job),
+        BackendKind::Wgpu => wgpu(index, job),
+        BackendKind::Cuda => cuda(index, job),
+        BackendKind::Tch => tch(index, job),
+    }
+}
+
+// Unused only in a build that has every backend.
+#[cfg_attr(
+    all(
+        feature = "ndarray",
+        feature = "wgpu",
+        feature = "cuda",
+        feature = "tch"
+    ),
+    allow(dead_code)
+)]
+fn not_compiled(kind: BackendKind) -> anyhow::Error {
+    let f = kind.feature();
+    anyhow::anyhow!(
+        "backend `{f}` is not compiled in: rebuild with \
+         `cargo build --release -p combiner-cli --features {f}`"
+    )
+}
+
+#[cfg(feature = "ndarray")]
+fn ndarray<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
+    use burn::backend::ndarray::{NdArray, NdArrayDevice};
+    anyhow::ensure!(
+        index == 0,
+        "backend `ndarray` has one device (the CPU), but --device {index} was given"
+    );
+    job.run::<NdArray<f32>>(NdArrayDevice::Cpu)
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn ndarray<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
+    Err(not_compiled(BackendKind::Ndarray))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
+    use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    job.run::<Wgpu<f32>>(WgpuDevice::DiscreteGpu(index))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
+    Err(not_compiled(BackendKind::Wgpu))
+}
+
+#[cfg(feature = "cuda")]
+fn cuda<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
+    use burn::backend::cuda::{Cuda, CudaDevice};
+    job.run::<Cuda<f32>>(CudaDevice::new(index))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
+    Err(not_compiled(BackendKind::Cuda))
+}
+
+#[cfg(feature = "tch")]
+fn tch<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
+    use burn::backend::libtorch::{LibTorch, LibTorchDevice};
+    job.run::<LibTorch<f32>>(LibTorchDevice::Cuda(index))
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
+    Err(not_compiled(BackendKind::Tch))
+}

@@ -1,0 +1,213 @@
+//! `combiner plan show`: pictures of a plan.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use clap::{Args, ValueEnum};
+use combiner::oracle::effective_attention;
+use combiner::{AbstractionKind, Mode, Plan};
+
+use super::partitions::components;
+use super::render::{heat_cells, heat_text, scale_for, support_cells, support_text, write_png};
+use super::{AbstractionArg, ModeArg, PlanSource};
+use crate::backend::BackendJob;
+
+/// Longest sequence whose attention matrix is also printed as text.
+const TEXT_HEAT_MAX: usize = 64;
+
+/// Arguments of `plan show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    source: PlanSource,
+    /// Sequence length L.
+    #[arg(long, value_name = "L")]
+    len: usize,
+    /// Query position to draw [default: the last position (lm) or the middle (mlm)].
+    #[arg(long, value_name = "I")]
+    query: Option<usize>,
+    /// LM (causal) or MLM (bidirectional).
+    #[arg(long, value_enum, default_value_t = ModeArg::Lm)]
+    mode: ModeArg,
+    /// Folder for the PNG files (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "plan-show")]
+    out: PathBuf,
+    /// Seed of the random q and k behind the effective attention.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    seed: u64,
+    /// Head width of the random q and k.
+    #[arg(long, value_name = "D", default_value_t = 16)]
+    d_head: usize,
+    /// Span abstraction for k_Omega and q_Omega.
+    #[arg(long, value_enum, default_value_t = AbstractionArg::Max)]
+    abstraction: AbstractionArg,
+    /// ANSI colours in the text pictures.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
+    color: ColorArg,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ColorArg {
+    /// When stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl BackendJob for ShowArgs {
+    type Output = ();
+    fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        run::<B>(&device, &self)
+    }
+}
+
+/// Draws the plan; prints the text pictures and the paths of the PNGs.
+pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
+    let plan = args.source.load()?;
+    let mode: Mode = args.mode.into();
+    let len = args.len;
+    anyhow::ensure!(len >= 1, "--len must be at least 1");
+    anyhow::ensure!(args.d_head >= 1, "--d-head must be at least 1");
+    let query = args.query.unwrap_or(match mode {
+        Mode::Lm => len - 1,
+        Mode::Mlm => len / 2,
+    });
+    anyhow::ensure!(query < len, "--query {query} is outside 0..{len}");
+    let color = match args.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+
+    let shape = [1, 1, len, args.d_head];
+    let q = normal_tensor::<B>(shape, args.seed, device);
+    let k = normal_tensor::<B>(shape, args.seed.wrapping_add(1), device);
+    let comps = components(&plan, mode, &k)?;
+    let abs = AbstractionKind::from(args.abstraction).init::<B>(args.d_head, device);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating output folder {}", args.out.display()))?;
+    let base = format!("{}-{mode}-L{len}", slug(&plan));
+    let scale = scale_for(len);
+
+    if comps.iter().any(|c| c.name == "learnable") {
+        println!(
+            "learnable: regions = nearest of the default centroids to the random keys (seed {})",
+            args.seed
+        );
+    }
+    let multi = comps.len() > 1;
+    let mut written = Vec::new();
+    let mut mean = vec![0.0f32; len * len];
+    for (ci, comp) in comps.iter().enumerate() {
+        let (title, stem) = if multi {
+            (
+                format!(
+                    "{} component {}/{}: {}",
+                    plan.name(),
+                    ci + 1,
+                    comps.len(),
+                    comp.name
+                ),
+                format!("{base}-c{}-{}", ci + 1, slug_str(&comp.name)),
+            )
+        } else {
+            (plan.name(), base.clone())
+        };
+        let p = comp.slice(0);
+        println!("{title} [{mode}], L = {len}: support of query {query}");
+        print!("{}", support_text(p, query, comp.grid, color));
+
+        let path = args.out.join(format!("{stem}-support.png"));
+        write_png(&path, &support_cells(p), len, scale)?;
+        written.push(path);
+
+        let att = effective_attention(q.clone(), k.clone(), p, &abs)
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the attention matrix back: {e:?}"))?;
+        for (m, a) in mean.iter_mut().zip(&att) {
+            *m += a / comps.len() as f32;
+        }
+        let path = args.out.join(format!("{stem}-attention.png"));
+        write_png(&path, &heat_cells(&att), len, scale)?;
+        written.push(path);
+        if len <= TEXT_HEAT_MAX {
+            println!(
+                "{title} [{mode}]: effective attention q(j|i) of random q, k (seed {})",
+                args.seed
+            );
+            print!("{}", heat_text(&att, len));
+        }
+        println!();
+    }
+    if multi {
+        let path = args.out.join(format!("{base}-attention.png"));
+        write_png(&path, &heat_cells(&mean), len, scale)?;
+        written.push(path);
+        if len <= TEXT_HEAT_MAX {
+            println!(
+                "{} [{mode}]: effective attention, mean of the components (paper 3.3)",
+                plan.name()
+            );
+            print!("{}", heat_text(&mean, len));
+            println!();
+        }
+    }
+    let worst = (0..len)
+        .map(|i| (mean[i * len..(i + 1) * len].iter().sum::<f32>() - 1.0).abs())
+        .fold(0.0f32, f32::max);
+    println!("rows of q(j|i) sum to 1 within {worst:.1e}");
+    for path in written {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// A file-name friendly plan name: `mixture` for mixtures, else the name.
+fn slug(plan: &Plan) -> String {
+    match plan {
+        Plan::Mixture { .. } => "mixture".into(),
+        p => slug_str(&p.name()),
+    }
+}
+
+fn slug_str(name: &str) -> String {
+    let mut s = String::new();
+    for ch in name.chars() {
+        if ch.is_ascii_alphanumeric() {
+            s.push(ch.to_ascii_lowercase());
+        } else if !s.ends_with('-') {
+            s.push('-');
+        }
+    }
+    s.trim_matches('-').to_string()
+}
+
+/// Standard normal entries from a seeded splitmix64 stream (Box-Muller), so a
+/// picture is the same on every backend and machine.
+fn normal_tensor<B: Backend>(shape: [usize; 4], seed: u64, device: &B::Device) -> Tensor<B, 4> {
+    let mut state = seed ^ 0x5851_f42d_4c95_7f2d;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // in (0, 1]: ln never sees 0
+        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    };
+    let n: usize = shape.iter().product();
+    let vals: Vec<f32> = (0..n)
+        .map(|_| {
+            let (u1, u2) = (uniform(), uniform());
+            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+        })
+        .collect();
+    Tensor::from_data(TensorData::new(vals, shape), device)
+}
