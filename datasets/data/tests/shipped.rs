@@ -198,3 +198,40 @@ fn tiny_imagenet_val_has_50_images_for_each_of_200_classes() {
         .count();
     assert!(gray >= 168, "{gray}");
 }
+
+#[test]
+fn truncated_copy_of_a_shipped_archive_fails_checksum_then_decoding() {
+    let Some(dir) = shared() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(archive(&dir, DatasetName::Wikitext2)).unwrap();
+    // Under its shipped name the built-in checksum catches the damage first.
+    let copy = tmp.path().join(DatasetName::Wikitext2.shipped_archive());
+    std::fs::write(&copy, &bytes[..bytes.len() / 2]).unwrap();
+    let err = prepare(
+        DatasetName::Wikitext2,
+        &copy,
+        &tmp.path().join("d"),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, combiner_data::DataError::Checksum { .. }),
+        "{err}"
+    );
+    // Under another name it is decoded, and the decoder reports the truncation.
+    let renamed = tmp.path().join("mine.tar.xz");
+    std::fs::rename(&copy, &renamed).unwrap();
+    let err = prepare(
+        DatasetName::Wikitext2,
+        &renamed,
+        &tmp.path().join("d"),
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, combiner_data::DataError::Archive { .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("mine.tar.xz"), "{err}");
+    assert!(!tmp.path().join("d/wikitext-2").exists());
+}
