@@ -1,7 +1,8 @@
 //! Data-path throughput: CIFAR-10 batches/s (binary decode and batching into
 //! burn tensors) and text tokens/s (byte-level, trained BPE, MLM masking).
 //!
-//! Run with `cargo bench -p combiner-data`. Text comes from the shipped
+//! Run with `cargo bench -p combiner-data` (release build, prints
+//! median time per call and throughput). Text comes from the shipped
 //! WikiText-2 archive when it is present, else from a synthetic corpus.
 
 use std::hint::black_box;
@@ -14,12 +15,35 @@ use combiner_data::batcher::{
 use combiner_data::cifar::{self, CifarImage};
 use combiner_data::text::{ByteTokenizer, MlmConfig, SubwordTokenizer};
 use combiner_data::DatasetName;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::{Rng, SeedableRng};
+use std::time::{Duration, Instant};
 
 const BATCH: usize = 64;
 
-fn cifar(c: &mut Criterion) {
+/// Runs `f` for about a second after a warm-up and prints the median time
+/// per call and `units` per second (`units` = work done by one call).
+fn measure<T>(name: &str, units: f64, unit: &str, mut f: impl FnMut() -> T) {
+    for _ in 0..3 {
+        black_box(f());
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(1) || times.len() < 5 {
+        let t = Instant::now();
+        black_box(f());
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{name:<40} {:>10.3} ms/call {:>14.0} {unit}/s  ({} calls)",
+        median * 1e3,
+        units / median,
+        times.len()
+    );
+}
+
+fn cifar() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let images: Vec<CifarImage> = (0..BATCH * 16)
         .map(|i| CifarImage {
@@ -34,20 +58,22 @@ fn cifar(c: &mut Criterion) {
         pad: 0,
     };
 
-    let mut g = c.benchmark_group("cifar10");
-    g.throughput(Throughput::Elements(16));
-    g.bench_function("decode binary, batches of 64", |b| {
-        b.iter(|| cifar::parse_batch(std::path::Path::new("mem"), black_box(&bytes)).unwrap())
-    });
-    g.throughput(Throughput::Elements(1));
-    g.bench_function("batch of 64 to NdArray tensors", |b| {
-        b.iter(|| {
+    measure(
+        "cifar10 decode binary (64-image batches)",
+        16.0,
+        "batches",
+        || cifar::parse_batch(std::path::Path::new("mem"), black_box(&bytes)).unwrap(),
+    );
+    measure(
+        "cifar10 batch 64 -> NdArray tensors",
+        1.0,
+        "batches",
+        || {
             let out: ClassificationBatch<NdArray> =
                 batcher.batch(black_box(images[..BATCH].to_vec()), &dev);
             out
-        })
-    });
-    g.finish();
+        },
+    );
 }
 
 fn corpus() -> String {
@@ -77,7 +103,7 @@ fn corpus() -> String {
         .join(" ")
 }
 
-fn text(c: &mut Criterion) {
+fn text() {
     let text = corpus();
     let sample = &text[..text.len().min(200_000)];
     let bytes = ByteTokenizer;
@@ -87,14 +113,14 @@ fn text(c: &mut Criterion) {
         SubwordTokenizer::train(lines.iter(), 8000, &tmp.path().join("tokenizer.json")).unwrap();
     let bpe_tokens = bpe.encode(sample).unwrap().len() as u64;
 
-    let mut g = c.benchmark_group("text");
-    g.throughput(Throughput::Elements(sample.len() as u64));
-    g.bench_function("byte-level encode (tokens)", |b| {
-        b.iter(|| bytes.encode(black_box(sample.as_bytes())))
-    });
-    g.throughput(Throughput::Elements(bpe_tokens));
-    g.bench_function("BPE-8k encode (tokens)", |b| {
-        b.iter(|| bpe.encode(black_box(sample)).unwrap())
+    measure(
+        "text byte-level encode",
+        sample.len() as f64,
+        "tokens",
+        || bytes.encode(black_box(sample.as_bytes())),
+    );
+    measure("text BPE-8k encode", bpe_tokens as f64, "tokens", || {
+        bpe.encode(black_box(sample)).unwrap()
     });
 
     let items: Vec<TokenSequence> = bytes
@@ -108,19 +134,18 @@ fn text(c: &mut Criterion) {
         .collect();
     let mlm = MlmBatcher::new(2048, ByteTokenizer::PAD, MlmConfig::bytes(), 0);
     let dev = Default::default();
-    g.throughput(Throughput::Elements((BATCH * 2048) as u64));
-    g.bench_function("MLM batch 64x2048 (tokens)", |b| {
-        b.iter(|| {
+    measure(
+        "text MLM batch 64x2048",
+        (BATCH * 2048) as f64,
+        "tokens",
+        || {
             let out: MlmBatch<NdArray> = mlm.batch(black_box(items.clone()), &dev);
             out
-        })
-    });
-    g.finish();
+        },
+    );
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(3));
-    targets = cifar, text
+fn main() {
+    cifar();
+    text();
 }
-criterion_main!(benches);
