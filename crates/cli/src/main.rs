@@ -1,6 +1,24 @@
 //! `combiner`: verify, draw and run the factorization plans of Combiner
 //! attention (Ren et al., NeurIPS 2021) on any compiled-in burn backend.
 
+/// `print!` that ends the process quietly when stdout is a closed pipe
+/// (`combiner plan verify --all | head`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::write_stdout(&format!($($arg)*))
+    };
+}
+
+/// `println!` counterpart of [`out!`].
+macro_rules! outln {
+    () => {
+        $crate::write_stdout("\n")
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod backend;
 mod plan;
 
@@ -54,6 +72,20 @@ enum Command {
                       combiner plan apply --plan fixed --mode lm --input qkv.safetensors --output out.safetensors"
     )]
     Plan(plan::PlanCommand),
+}
+
+/// Writes to stdout; a closed pipe ends the process with the shell's SIGPIPE
+/// status (128 + 13), as a C tool killed by SIGPIPE would.
+fn write_stdout(s: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(s.as_bytes()).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
 }
 
 fn main() -> ExitCode {

@@ -89,7 +89,7 @@ pub fn run<B: Backend>(device: &B::Device, args: &ApplyArgs) -> Result<()> {
             .zip(&reference)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        println!("max |out - oracle| = {diff:.3e}");
+        outln!("max |out - oracle| = {diff:.3e}");
         tensors.push(("oracle".to_string(), reference));
     }
 
@@ -115,7 +115,7 @@ pub fn run<B: Backend>(device: &B::Device, args: &ApplyArgs) -> Result<()> {
     ]);
     safetensors::serialize_to_file(views, Some(metadata), &args.output)
         .with_context(|| format!("writing {}", args.output.display()))?;
-    println!(
+    outln!(
         "{} [{mode}, {}] on {shape:?}: wrote {} to {}",
         plan.name(),
         format!("{kind:?}").to_lowercase(),

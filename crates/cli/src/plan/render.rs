@@ -103,12 +103,13 @@ pub fn support_text(p: &Partition, query: usize, grid: Option<Grid>, color: bool
     let outside = cells.iter().filter(|&&c| c == Cell::Outside).count();
     let _ = writeln!(
         s,
-        "  legend: {} query {query}   {} direct ({} positions)   {} spans ({}, a letter each)   \
-         {} outside support ({outside})",
+        "  legend: {} query {query} | {} direct: {} positions | {} {} ... spans: {} | \
+         {} outside support: {outside}",
         paint(Cell::Query),
         paint(Cell::Direct),
         parts.direct.len(),
         paint(Cell::Span(0)),
+        paint(Cell::Span(1)),
         parts.spans.len(),
         paint(Cell::Outside),
     );

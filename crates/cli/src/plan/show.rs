@@ -95,7 +95,7 @@ pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
     let scale = scale_for(len);
 
     if comps.iter().any(|c| c.name == "learnable") {
-        println!(
+        outln!(
             "learnable: regions = nearest of the default centroids to the random keys (seed {})",
             args.seed
         );
@@ -119,8 +119,8 @@ pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
             (plan.name(), base.clone())
         };
         let p = comp.slice(0);
-        println!("{title} [{mode}], L = {len}: support of query {query}");
-        print!("{}", support_text(p, query, comp.grid, color));
+        outln!("{title} [{mode}], L = {len}: support of query {query}");
+        out!("{}", support_text(p, query, comp.grid, color));
 
         let path = args.out.join(format!("{stem}-support.png"));
         write_png(&path, &support_cells(p), len, scale)?;
@@ -138,33 +138,33 @@ pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
         write_png(&path, &heat_cells(&att), len, scale)?;
         written.push(path);
         if len <= TEXT_HEAT_MAX {
-            println!(
+            outln!(
                 "{title} [{mode}]: effective attention q(j|i) of random q, k (seed {})",
                 args.seed
             );
-            print!("{}", heat_text(&att, len));
+            out!("{}", heat_text(&att, len));
         }
-        println!();
+        outln!();
     }
     if multi {
         let path = args.out.join(format!("{base}-attention.png"));
         write_png(&path, &heat_cells(&mean), len, scale)?;
         written.push(path);
         if len <= TEXT_HEAT_MAX {
-            println!(
+            outln!(
                 "{} [{mode}]: effective attention, mean of the components (paper 3.3)",
                 plan.name()
             );
-            print!("{}", heat_text(&mean, len));
-            println!();
+            out!("{}", heat_text(&mean, len));
+            outln!();
         }
     }
     let worst = (0..len)
         .map(|i| (mean[i * len..(i + 1) * len].iter().sum::<f32>() - 1.0).abs())
         .fold(0.0f32, f32::max);
-    println!("rows of q(j|i) sum to 1 within {worst:.1e}");
+    outln!("rows of q(j|i) sum to 1 within {worst:.1e}");
     for path in written {
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     Ok(())
 }

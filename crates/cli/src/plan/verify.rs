@@ -79,14 +79,14 @@ pub fn run(args: &VerifyArgs) -> Result<()> {
     for plan in &plans {
         for &mode in modes {
             let report = verify_plan(plan, mode, &lengths, &growth);
-            print!("{report}");
+            out!("{report}");
             total += 1;
             if !report.passed() {
                 failed.push(format!("{} [{mode}]", report.plan));
             }
         }
     }
-    println!(
+    outln!(
         "{} of {total} plan/mode checks passed (support at L = {}; growth at L = {})",
         total - failed.len(),
         join(&lengths),
