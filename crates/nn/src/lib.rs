@@ -1,0 +1,167 @@
+//! Transformer blocks shared by all models: a pre-norm block (paper E.3)
+//! over any [`AttentionConfig`], and the trunk that stacks them.
+#![warn(missing_docs)]
+
+use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use combiner::Mode;
+use combiner_attention::{Attention, AttentionConfig};
+use serde::{Deserialize, Serialize};
+
+/// Shape of a transformer trunk. Serialized in model configs; unknown keys are errors.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    /// Model width.
+    pub d_model: usize,
+    /// Attention heads per layer.
+    pub n_heads: usize,
+    /// Number of blocks.
+    pub n_layers: usize,
+    /// Hidden width of the MLP (the paper uses `4 * d_model`).
+    pub d_ff: usize,
+    /// Dropout after attention and MLP.
+    #[serde(default)]
+    pub dropout: f64,
+    /// The attention every block uses.
+    pub attention: AttentionConfig,
+}
+
+impl TrunkConfig {
+    /// Builds the trunk for LM (causal) or MLM (bidirectional) attention.
+    pub fn init<B: Backend>(&self, mode: Mode, device: &B::Device) -> Trunk<B> {
+        Trunk {
+            blocks: (0..self.n_layers)
+                .map(|_| Block {
+                    norm_attn: LayerNormConfig::new(self.d_model).init(device),
+                    attn: self.attention.init(self.d_model, self.n_heads, mode, self.dropout, device),
+                    norm_mlp: LayerNormConfig::new(self.d_model).init(device),
+                    fc1: LinearConfig::new(self.d_model, self.d_ff).init(device),
+                    fc2: LinearConfig::new(self.d_ff, self.d_model).init(device),
+                    act: Gelu::new(),
+                    dropout: DropoutConfig::new(self.dropout).init(),
+                })
+                .collect(),
+            norm: LayerNormConfig::new(self.d_model).init(device),
+        }
+    }
+}
+
+/// Pre-norm block: `x + Attn(LN(x))`, then `x + MLP(LN(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    norm_attn: LayerNorm<B>,
+    attn: Attention<B>,
+    norm_mlp: LayerNorm<B>,
+    fc1: Linear<B>,
+    fc2: Linear<B>,
+    act: Gelu,
+    dropout: Dropout,
+}
+
+impl<B: Backend> Block<B> {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.norm_attn.forward(x));
+        let h = self.fc2.forward(self.act.forward(self.fc1.forward(self.norm_mlp.forward(x.clone()))));
+        x + self.dropout.forward(h)
+    }
+}
+
+/// A stack of pre-norm blocks with a final layer norm.
+#[derive(Module, Debug)]
+pub struct Trunk<B: Backend> {
+    blocks: Vec<Block<B>>,
+    norm: LayerNorm<B>,
+}
+
+impl<B: Backend> Trunk<B> {
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
+        self.norm.forward(x)
+    }
+}
+
+/// What a training objective reports per step; metrics read the synced form.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// Autoregressive image model: metric bits/dim.
+    ImageBits,
+    /// Language model: metric perplexity.
+    Lm,
+    /// Masked language model: perplexity over masked tokens.
+    Mlm,
+    /// Classification: metric accuracy.
+    Classification,
+}
+
+/// One step's output: the loss tensor (kept for backward) and counts.
+#[derive(Debug, Clone)]
+pub struct StepOutput<B: Backend> {
+    /// Mean loss in nats over `count` predictions, `[1]`.
+    pub loss: Tensor<B, 1>,
+    /// Correct predictions (classification), `[1]`.
+    pub correct: Option<Tensor<B, 1, Int>>,
+    /// Number of predictions the loss averages over.
+    pub count: usize,
+    /// Input tokens in the batch (for throughput).
+    pub tokens: usize,
+    /// Which objective.
+    pub objective: Objective,
+}
+
+/// A step's output read back to the host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean loss in nats.
+    pub loss: f64,
+    /// Correct predictions, when the objective is classification.
+    pub correct: Option<usize>,
+    /// Predictions the loss averages over.
+    pub count: usize,
+    /// Input tokens.
+    pub tokens: usize,
+    /// Objective.
+    pub objective: Objective,
+}
+
+impl<B: Backend> burn::train::ItemLazy for StepOutput<B> {
+    type ItemSync = StepStats;
+
+    fn sync(self) -> StepStats {
+        let loss: f64 = self.loss.into_scalar().elem();
+        StepStats {
+            loss,
+            correct: self.correct.map(|c| {
+                let c: i64 = c.into_scalar().elem();
+                c as usize
+            }),
+            count: self.count,
+            tokens: self.tokens,
+            objective: self.objective,
+        }
+    }
+}
+
+/// Mean cross-entropy (nats) of `logits: [n, classes]` against `targets: [n]`,
+/// counting only rows where `weights: [n]` is 1.
+pub fn masked_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    weights: Option<Tensor<B, 1>>,
+) -> Tensor<B, 1> {
+    let [n, _] = logits.dims();
+    let logp = burn::tensor::activation::log_softmax(logits, 1);
+    let picked = logp.gather(1, targets.reshape([n, 1])).reshape([n]).neg();
+    match weights {
+        None => picked.mean(),
+        Some(w) => {
+            let total = w.clone().sum().clamp_min(1.0);
+            (picked * w).sum() / total
+        }
+    }
+}
