@@ -5,13 +5,58 @@
 //! [`Attention`] module whose `forward` maps `[batch, seq, d_model]` to the
 //! same shape. All variants share the multi-head wrapper
 //! ([`combiner::MultiHead`]: projections, heads, dropout).
+//!
+//! The exact sparse patterns (Sparse Transformer fixed and strided,
+//! LogSparse, Axial, Local, Longformer, BigBird, Routing, Reformer) are
+//! Combiner layouts without span summaries ([`pattern`]) and run on the
+//! Combiner executor. Linformer and BigBird are bidirectional only:
+//! [`AttentionConfig::try_init`] refuses them in LM mode.
 #![warn(missing_docs)]
 
 use burn::prelude::*;
 use combiner::{AbstractionKind, CombinerAttention, CombinerConfig, Mode, MultiHead, Plan};
 use serde::{Deserialize, Serialize};
 
-/// Which attention a model uses. In TOML: `attention = { kind = "combiner", plan = { kind = "fixed" } }`.
+pub mod axial;
+pub mod bigbird;
+pub mod kernel;
+pub mod linear_transformer;
+pub mod linformer;
+pub mod local;
+pub mod logsparse;
+pub mod longformer;
+pub mod pattern;
+pub mod performer;
+pub mod reformer;
+pub mod routing;
+pub mod sinkhorn;
+pub mod sparse_fixed;
+pub mod sparse_strided;
+pub mod synthesizer;
+pub mod util;
+pub mod vanilla;
+
+pub use axial::AxialConfig;
+pub use bigbird::BigBirdConfig;
+pub use linear_transformer::{LinearTransformer, LinearTransformerConfig};
+pub use linformer::{Linformer, LinformerConfig};
+pub use local::LocalConfig;
+pub use logsparse::LogsparseConfig;
+pub use longformer::LongformerConfig;
+pub use pattern::{Pattern, Sparse, SparseKind};
+pub use performer::{Performer, PerformerConfig};
+pub use reformer::{Reformer, ReformerConfig};
+pub use routing::{Routing, RoutingConfig};
+pub use sinkhorn::{Sinkhorn, SinkhornConfig};
+pub use sparse_fixed::SparseFixedConfig;
+pub use sparse_strided::SparseStridedConfig;
+pub use synthesizer::{Synthesis, Synthesizer, SynthesizerConfig};
+pub use vanilla::Vanilla;
+
+/// Which attention a model uses. In TOML:
+/// `attention = { kind = "combiner", plan = { kind = "fixed" } }`,
+/// `attention = { kind = "local", window = 128 }`, `attention = { kind = "vanilla" }`.
+/// Omitted hyperparameters take their defaults; unknown fields are errors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AttentionConfig {
@@ -26,6 +71,35 @@ pub enum AttentionConfig {
         #[serde(default)]
         abstraction: AbstractionKind,
     },
+    /// Sparse Transformer, fixed pattern (Child et al. 2019).
+    SparseFixed(SparseFixedConfig),
+    /// Sparse Transformer, strided pattern (Child et al. 2019).
+    SparseStrided(SparseStridedConfig),
+    /// LogSparse Transformer (Li et al. 2019).
+    Logsparse(LogsparseConfig),
+    /// Axial Transformer (Ho et al. 2019): own row and column.
+    Axial(AxialConfig),
+    /// Sliding-window attention.
+    Local(LocalConfig),
+    /// Routing Transformer (Roy et al. 2020): balanced k-means clusters.
+    Routing(RoutingConfig),
+    /// Reformer (Kitaev et al. 2020): LSH attention, shared QK.
+    Reformer(ReformerConfig),
+    /// Performer (Choromanski et al. 2021): FAVOR+ random features.
+    Performer(PerformerConfig),
+    /// Linear Transformer (Katharopoulos et al. 2020): `elu + 1` features.
+    LinearTransformer(LinearTransformerConfig),
+    /// Linformer (Wang et al. 2020): low-rank projection; bidirectional only.
+    Linformer(LinformerConfig),
+    /// BigBird (Zaheer et al. 2020): window, global and random blocks; bidirectional only.
+    #[serde(rename = "bigbird")]
+    BigBird(BigBirdConfig),
+    /// Longformer (Beltagy et al. 2020): window plus global tokens.
+    Longformer(LongformerConfig),
+    /// Sinkhorn Transformer (Tay et al. 2020): sorted blocks.
+    Sinkhorn(SinkhornConfig),
+    /// Synthesizer (Tay et al. 2021): dense or random synthesized weights.
+    Synthesizer(SynthesizerConfig),
 }
 
 impl Default for AttentionConfig {
@@ -37,32 +111,119 @@ impl Default for AttentionConfig {
     }
 }
 
+/// A configuration that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttentionError {
+    /// The attention has no causal form.
+    #[error(
+        "{attention} attention is bidirectional only and cannot run in LM (causal) mode; \
+         use mode = \"mlm\" or a causal attention"
+    )]
+    BidirectionalOnly {
+        /// Which attention.
+        attention: &'static str,
+    },
+    /// A hyperparameter is out of range.
+    #[error("{attention}: {message}")]
+    Invalid {
+        /// Which attention.
+        attention: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl AttentionError {
+    pub(crate) fn invalid(attention: &'static str, message: impl Into<String>) -> Self {
+        AttentionError::Invalid {
+            attention,
+            message: message.into(),
+        }
+    }
+}
+
 impl AttentionConfig {
     /// A short name for tables and logs.
     pub fn name(&self) -> String {
         match self {
             AttentionConfig::Vanilla => "vanilla".into(),
             AttentionConfig::Combiner { plan, .. } => format!("combiner-{}", plan.name()),
+            AttentionConfig::SparseFixed(_) => "sparse-fixed".into(),
+            AttentionConfig::SparseStrided(_) => "sparse-strided".into(),
+            AttentionConfig::Logsparse(_) => "logsparse".into(),
+            AttentionConfig::Axial(_) => "axial".into(),
+            AttentionConfig::Local(_) => "local".into(),
+            AttentionConfig::Routing(_) => "routing".into(),
+            AttentionConfig::Reformer(_) => "reformer".into(),
+            AttentionConfig::Performer(_) => "performer".into(),
+            AttentionConfig::LinearTransformer(_) => "linear-transformer".into(),
+            AttentionConfig::Linformer(_) => "linformer".into(),
+            AttentionConfig::BigBird(_) => "bigbird".into(),
+            AttentionConfig::Longformer(_) => "longformer".into(),
+            AttentionConfig::Sinkhorn(_) => "sinkhorn".into(),
+            AttentionConfig::Synthesizer(c) => match c.synthesis {
+                Synthesis::Dense => "synthesizer-dense".into(),
+                Synthesis::Random => "synthesizer-random".into(),
+            },
         }
     }
 
-    /// Builds the module.
-    ///
-    /// # Panics
-    /// If `d_model` is not a multiple of `n_heads`.
-    pub fn init<B: Backend>(
+    /// Whether the attention has a causal (LM) form.
+    pub fn supports(&self, mode: Mode) -> bool {
+        mode == Mode::Mlm
+            || !matches!(
+                self,
+                AttentionConfig::Linformer(_) | AttentionConfig::BigBird(_)
+            )
+    }
+
+    /// Checks the hyperparameters for `mode` without building anything.
+    pub fn validate(&self, mode: Mode) -> Result<(), AttentionError> {
+        if !self.supports(mode) {
+            return Err(AttentionError::BidirectionalOnly {
+                attention: match self {
+                    AttentionConfig::Linformer(_) => "linformer",
+                    _ => "bigbird",
+                },
+            });
+        }
+        match self {
+            AttentionConfig::Vanilla
+            | AttentionConfig::Combiner { .. }
+            | AttentionConfig::Logsparse(_)
+            | AttentionConfig::Axial(_)
+            | AttentionConfig::LinearTransformer(_) => Ok(()),
+            AttentionConfig::SparseFixed(c) => c.validate(),
+            AttentionConfig::SparseStrided(c) => c.validate(),
+            AttentionConfig::Local(c) => c.validate(),
+            AttentionConfig::Routing(c) => c.validate(),
+            AttentionConfig::Reformer(c) => c.validate(),
+            AttentionConfig::Performer(c) => c.validate(),
+            AttentionConfig::Linformer(c) => c.validate(mode),
+            AttentionConfig::BigBird(c) => c.validate(mode),
+            AttentionConfig::Longformer(c) => c.validate(),
+            AttentionConfig::Sinkhorn(c) => c.validate(),
+            AttentionConfig::Synthesizer(c) => c.validate(),
+        }
+    }
+
+    /// Builds the module, or says why this configuration cannot run in
+    /// `mode` (bidirectional-only attentions in LM mode, bad hyperparameters,
+    /// `d_model` not divisible by `n_heads`).
+    pub fn try_init<B: Backend>(
         &self,
         d_model: usize,
         n_heads: usize,
         mode: Mode,
         dropout: f64,
         device: &B::Device,
-    ) -> Attention<B> {
-        match self {
-            AttentionConfig::Vanilla => Attention::Vanilla(Vanilla {
-                heads: MultiHead::new(d_model, n_heads, dropout, device),
-                mode,
-            }),
+    ) -> Result<Attention<B>, AttentionError> {
+        util::check_heads(d_model, n_heads)?;
+        self.validate(mode)?;
+        let heads = || MultiHead::new(d_model, n_heads, dropout, device);
+        let sparse = |kind| Sparse::new(heads(), kind, mode);
+        Ok(match self {
+            AttentionConfig::Vanilla => Attention::Vanilla(Vanilla::new(heads(), mode)),
             AttentionConfig::Combiner { plan, abstraction } => Attention::Combiner(
                 CombinerConfig::new(d_model, n_heads)
                     .with_plan(plan.clone())
@@ -71,24 +232,64 @@ impl AttentionConfig {
                     .with_dropout(dropout)
                     .init(device),
             ),
-        }
+            AttentionConfig::SparseFixed(c) => {
+                Attention::SparseFixed(sparse(SparseKind::Fixed(c.clone())))
+            }
+            AttentionConfig::SparseStrided(c) => {
+                Attention::SparseStrided(sparse(SparseKind::Strided(c.clone())))
+            }
+            AttentionConfig::Logsparse(c) => {
+                Attention::Logsparse(sparse(SparseKind::Logsparse(c.clone())))
+            }
+            AttentionConfig::Axial(c) => Attention::Axial(sparse(SparseKind::Axial(c.clone()))),
+            AttentionConfig::Local(c) => Attention::Local(sparse(SparseKind::Local(c.clone()))),
+            AttentionConfig::Longformer(c) => {
+                Attention::Longformer(sparse(SparseKind::Longformer(c.clone())))
+            }
+            AttentionConfig::BigBird(c) => {
+                Attention::BigBird(sparse(SparseKind::BigBird(c.clone())))
+            }
+            AttentionConfig::Routing(c) => {
+                Attention::Routing(Routing::new(heads(), n_heads, c.clone(), mode, device))
+            }
+            AttentionConfig::Reformer(c) => {
+                Attention::Reformer(Reformer::new(heads(), c.clone(), mode))
+            }
+            AttentionConfig::Performer(c) => {
+                Attention::Performer(Performer::new(heads(), n_heads, c.clone(), mode, device))
+            }
+            AttentionConfig::LinearTransformer(_) => {
+                Attention::LinearTransformer(LinearTransformer::new(heads(), mode))
+            }
+            AttentionConfig::Linformer(c) => {
+                Attention::Linformer(Linformer::new(heads(), c, device))
+            }
+            AttentionConfig::Sinkhorn(c) => {
+                Attention::Sinkhorn(Sinkhorn::new(heads(), c.clone(), mode))
+            }
+            AttentionConfig::Synthesizer(c) => {
+                Attention::Synthesizer(Synthesizer::new(heads(), n_heads, c, mode, device))
+            }
+        })
     }
-}
 
-/// Dense softmax attention.
-#[derive(Module, Debug)]
-pub struct Vanilla<B: Backend> {
-    heads: MultiHead<B>,
-    #[module(skip)]
-    mode: Mode,
-}
-
-impl<B: Backend> Vanilla<B> {
-    /// # Shapes
-    /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
-    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.heads
-            .forward_with(x, |q, k, v| combiner::dense_attention(q, k, v, self.mode))
+    /// Builds the module.
+    ///
+    /// # Panics
+    /// Where [`AttentionConfig::try_init`] returns an error, with its message:
+    /// if `d_model` is not a multiple of `n_heads`, if a hyperparameter is out
+    /// of range, or if a bidirectional-only attention (Linformer, BigBird) is
+    /// asked for in LM mode.
+    pub fn init<B: Backend>(
+        &self,
+        d_model: usize,
+        n_heads: usize,
+        mode: Mode,
+        dropout: f64,
+        device: &B::Device,
+    ) -> Attention<B> {
+        self.try_init(d_model, n_heads, mode, dropout, device)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -100,6 +301,34 @@ pub enum Attention<B: Backend> {
     Vanilla(Vanilla<B>),
     /// Combiner attention.
     Combiner(CombinerAttention<B>),
+    /// Sparse Transformer, fixed pattern.
+    SparseFixed(Sparse<B>),
+    /// Sparse Transformer, strided pattern.
+    SparseStrided(Sparse<B>),
+    /// LogSparse Transformer.
+    Logsparse(Sparse<B>),
+    /// Axial Transformer.
+    Axial(Sparse<B>),
+    /// Sliding window.
+    Local(Sparse<B>),
+    /// Routing Transformer.
+    Routing(Routing<B>),
+    /// Reformer.
+    Reformer(Reformer<B>),
+    /// Performer.
+    Performer(Performer<B>),
+    /// Linear Transformer.
+    LinearTransformer(LinearTransformer<B>),
+    /// Linformer.
+    Linformer(Linformer<B>),
+    /// BigBird.
+    BigBird(Sparse<B>),
+    /// Longformer.
+    Longformer(Sparse<B>),
+    /// Sinkhorn Transformer.
+    Sinkhorn(Sinkhorn<B>),
+    /// Synthesizer.
+    Synthesizer(Synthesizer<B>),
 }
 
 impl<B: Backend> Attention<B> {
@@ -109,6 +338,20 @@ impl<B: Backend> Attention<B> {
         match self {
             Attention::Vanilla(a) => a.forward(x),
             Attention::Combiner(a) => a.forward(x),
+            Attention::SparseFixed(a)
+            | Attention::SparseStrided(a)
+            | Attention::Logsparse(a)
+            | Attention::Axial(a)
+            | Attention::Local(a)
+            | Attention::BigBird(a)
+            | Attention::Longformer(a) => a.forward(x),
+            Attention::Routing(a) => a.forward(x),
+            Attention::Reformer(a) => a.forward(x),
+            Attention::Performer(a) => a.forward(x),
+            Attention::LinearTransformer(a) => a.forward(x),
+            Attention::Linformer(a) => a.forward(x),
+            Attention::Sinkhorn(a) => a.forward(x),
+            Attention::Synthesizer(a) => a.forward(x),
         }
     }
 }

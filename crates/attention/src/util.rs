@@ -1,0 +1,110 @@
+//! Small helpers shared by the attentions: host-to-tensor index data, a
+//! seeded generator, masked dense attention (the oracle of every exact
+//! pattern) and a log-sum-exp.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+
+/// The value masked logits are set to. Finite (as in the Combiner executor)
+/// so a fully masked row stays finite instead of turning into NaN.
+pub const MASKED: f32 = -1.0e9;
+
+pub(crate) fn int_tensor<B: Backend>(v: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(data, [v.len()]), device)
+}
+
+pub(crate) fn bool_tensor<B: Backend, const D: usize>(
+    v: Vec<bool>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D, Bool> {
+    Tensor::from_data(TensorData::new(v, shape), device)
+}
+
+/// A small seeded generator (splitmix64). Random patterns and random
+/// features are drawn on the host so that a seed fixes them on every backend.
+#[derive(Clone, Debug)]
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        SplitMix(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform integer in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(f64::MIN_POSITIVE);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// Softmax attention restricted to a dense mask: the `O(L^2)` oracle every
+/// exact sparse pattern is tested against.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`
+/// - `allowed`: `seq * seq` flags, row-major, `allowed[i * seq + j]` = query `i` sees key `j`
+/// - output: `[batch, heads, seq, d_head]`
+pub fn masked_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    allowed: &[bool],
+) -> Tensor<B, 4> {
+    let [b, h, len, d] = q.dims();
+    assert_eq!(allowed.len(), len * len, "mask must be seq x seq");
+    let hidden = bool_tensor::<B, 2>(
+        allowed.iter().map(|a| !a).collect(),
+        [len, len],
+        &q.device(),
+    )
+    .unsqueeze::<4>()
+    .expand([b, h, len, len]);
+    let logits = q
+        .matmul(k.swap_dims(2, 3))
+        .mul_scalar(1.0 / (d as f64).sqrt())
+        .mask_fill(hidden, MASKED);
+    softmax(logits, 3).matmul(v)
+}
+
+/// `log(sum(exp(x)))` along `dim`, kept as a size-1 dimension; the shift by
+/// the (detached) maximum keeps it finite for large logits.
+pub(crate) fn log_sum_exp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    let m = x.clone().detach().max_dim(dim);
+    (x - m.clone()).exp().sum_dim(dim).log() + m
+}
+
+/// Checks that `d_model` splits into `n_heads`.
+pub(crate) fn check_heads(d_model: usize, n_heads: usize) -> Result<(), crate::AttentionError> {
+    if n_heads == 0 || d_model % n_heads != 0 {
+        return Err(crate::AttentionError::Invalid {
+            attention: "multi-head attention",
+            message: format!(
+                "d_model ({d_model}) must be a positive multiple of n_heads ({n_heads})"
+            ),
+        });
+    }
+    Ok(())
+}
