@@ -31,6 +31,7 @@ macro_rules! outln {
 }
 
 mod backend;
+mod data;
 mod plan;
 
 use std::process::ExitCode;
@@ -83,6 +84,12 @@ enum Command {
                       combiner plan apply --plan fixed --mode lm --input qkv.safetensors --output out.safetensors"
     )]
     Plan(plan::PlanCommand),
+    /// Prepare, verify and inspect datasets; generate ListOps and Pathfinder.
+    #[command(
+        after_help = "Examples:\n  combiner data prepare wikitext-2\n  combiner data --data-dir /scratch/data verify\n  \
+                      combiner data show cifar10 --png grid.png\n  combiner data generate pathfinder --count 64 --png pf.png"
+    )]
+    Data(data::DataArgs),
 }
 
 /// Writes to stdout; a closed pipe ends the process with the shell's SIGPIPE
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(cmd) => plan::run(cmd, cli.backend, cli.device),
+        Command::Data(args) => data::run(args),
     };
     // Print the cause chain ourselves: anyhow's `main` report adds a stack
     // backtrace whenever RUST_BACKTRACE is set, which buries the message.
