@@ -34,7 +34,13 @@ impl TrunkConfig {
             blocks: (0..self.n_layers)
                 .map(|_| Block {
                     norm_attn: LayerNormConfig::new(self.d_model).init(device),
-                    attn: self.attention.init(self.d_model, self.n_heads, mode, self.dropout, device),
+                    attn: self.attention.init(
+                        self.d_model,
+                        self.n_heads,
+                        mode,
+                        self.dropout,
+                        device,
+                    ),
                     norm_mlp: LayerNormConfig::new(self.d_model).init(device),
                     fc1: LinearConfig::new(self.d_model, self.d_ff).init(device),
                     fc2: LinearConfig::new(self.d_ff, self.d_model).init(device),
@@ -64,7 +70,10 @@ impl<B: Backend> Block<B> {
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = x.clone() + self.attn.forward(self.norm_attn.forward(x));
-        let h = self.fc2.forward(self.act.forward(self.fc1.forward(self.norm_mlp.forward(x.clone()))));
+        let h = self.fc2.forward(
+            self.act
+                .forward(self.fc1.forward(self.norm_mlp.forward(x.clone()))),
+        );
         x + self.dropout.forward(h)
     }
 }

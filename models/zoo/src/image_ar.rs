@@ -88,7 +88,10 @@ impl<B: Backend> ImageAr<B> {
         let pos = crate::positions::<B>(b, len, &device);
         let per_row = (self.width * self.channels) as i64;
         let row = pos.clone().div_scalar(per_row);
-        let col = pos.clone().remainder_scalar(per_row).div_scalar(self.channels as i64);
+        let col = pos
+            .clone()
+            .remainder_scalar(per_row)
+            .div_scalar(self.channels as i64);
         let chan = pos.remainder_scalar(self.channels as i64);
         let x = self.values.forward(inputs)
             + self.rows.forward(row)
@@ -113,7 +116,13 @@ impl<B: Backend> ImageAr<B> {
 
     /// Samples `n` images (values in raster order), one position at a time.
     /// `uniform` supplies one number in `[0, 1)` per draw.
-    pub fn sample(&self, n: usize, seq_len: usize, temperature: f64, mut uniform: impl FnMut() -> f64) -> Vec<Vec<u8>> {
+    pub fn sample(
+        &self,
+        n: usize,
+        seq_len: usize,
+        temperature: f64,
+        mut uniform: impl FnMut() -> f64,
+    ) -> Vec<Vec<u8>> {
         let device = self.head.weight.device();
         let mut seqs: Vec<Vec<u32>> = vec![vec![START]; n];
         for t in 0..seq_len {
@@ -121,11 +130,16 @@ impl<B: Backend> ImageAr<B> {
             let inputs = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [n, t + 1]), &device);
             let logits = self.forward(inputs).narrow(1, t, 1).reshape([n, 256]);
             let u: Vec<f64> = (0..n).map(|_| uniform()).collect();
-            for (s, v) in seqs.iter_mut().zip(crate::sample_rows(logits, temperature, &u)) {
+            for (s, v) in seqs
+                .iter_mut()
+                .zip(crate::sample_rows(logits, temperature, &u))
+            {
                 s.push(v as u32);
             }
         }
-        seqs.into_iter().map(|s| s[1..].iter().map(|&v| v as u8).collect()).collect()
+        seqs.into_iter()
+            .map(|s| s[1..].iter().map(|&v| v as u8).collect())
+            .collect()
     }
 }
 

@@ -19,7 +19,11 @@ pub mod mlm;
 use burn::prelude::*;
 
 /// `[seq]` position ids `0..len` broadcast to `[batch, seq]`.
-pub(crate) fn positions<B: Backend>(batch: usize, len: usize, device: &B::Device) -> Tensor<B, 2, Int> {
+pub(crate) fn positions<B: Backend>(
+    batch: usize,
+    len: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
     Tensor::<B, 1, Int>::arange(0..len as i64, device)
         .reshape([1, len])
         .expand([batch, len])
@@ -27,10 +31,18 @@ pub(crate) fn positions<B: Backend>(batch: usize, len: usize, device: &B::Device
 
 /// Samples one token per row from `logits: [batch, vocab]` at `temperature`
 /// with host-side uniforms `u` (one per row), by inverting the CDF.
-pub(crate) fn sample_rows<B: Backend>(logits: Tensor<B, 2>, temperature: f64, u: &[f64]) -> Vec<usize> {
+pub(crate) fn sample_rows<B: Backend>(
+    logits: Tensor<B, 2>,
+    temperature: f64,
+    u: &[f64],
+) -> Vec<usize> {
     let [n, v] = logits.dims();
     let probs = burn::tensor::activation::softmax(logits.div_scalar(temperature.max(1e-6)), 1);
-    let p: Vec<f32> = probs.into_data().convert::<f32>().to_vec().expect("f32 data");
+    let p: Vec<f32> = probs
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32 data");
     (0..n)
         .map(|r| {
             let row = &p[r * v..(r + 1) * v];

@@ -70,7 +70,13 @@ impl<B: Backend> Lm<B> {
     }
 
     /// Continues `prompt` by `n` tokens.
-    pub fn sample(&self, prompt: &[u32], n: usize, temperature: f64, mut uniform: impl FnMut() -> f64) -> Vec<u32> {
+    pub fn sample(
+        &self,
+        prompt: &[u32],
+        n: usize,
+        temperature: f64,
+        mut uniform: impl FnMut() -> f64,
+    ) -> Vec<u32> {
         let device = self.head.weight.device();
         let mut seq = prompt.to_vec();
         let max_len = self.positions.weight.dims()[0];
@@ -79,7 +85,10 @@ impl<B: Backend> Lm<B> {
             let window: Vec<i64> = seq[start..].iter().map(|&x| x as i64).collect();
             let len = window.len();
             let logits = self
-                .forward(Tensor::from_data(TensorData::new(window, [1, len]), &device))
+                .forward(Tensor::from_data(
+                    TensorData::new(window, [1, len]),
+                    &device,
+                ))
                 .narrow(1, len - 1, 1)
                 .reshape([1, self.vocab]);
             seq.push(crate::sample_rows(logits, temperature, &[uniform()])[0] as u32);

@@ -94,13 +94,16 @@ impl<B: Backend> Lra<B> {
             Pooling::Mean => (tokens, len),
         };
         let pos = crate::positions::<B>(b, len, &device);
-        let h = self.trunk.forward(self.tokens.forward(tokens) + self.positions.forward(pos));
+        let h = self
+            .trunk
+            .forward(self.tokens.forward(tokens) + self.positions.forward(pos));
         let d = h.dims()[2];
         match self.pooling {
             Pooling::Cls => h.narrow(1, 0, 1).reshape([b, d]),
             Pooling::Mean => {
                 let w = not_pad.unsqueeze_dim::<3>(2);
-                (h * w.clone()).sum_dim(1).reshape([b, d]) / w.sum_dim(1).reshape([b, 1]).clamp_min(1.0)
+                (h * w.clone()).sum_dim(1).reshape([b, d])
+                    / w.sum_dim(1).reshape([b, 1]).clamp_min(1.0)
             }
         }
     }

@@ -1,0 +1,636 @@
+//! One training loop for every model of the zoo, on burn-train's `Learner`
+//! and its metrics renderer (the TUI dashboard in a terminal, plain logs
+//! otherwise).
+//!
+//! The loop counts optimizer steps, not epochs: it evaluates and writes a
+//! checkpoint every `checkpoint_every` steps, each file atomically, together
+//! with the data position, so that a resumed run continues exactly where the
+//! interrupted one stopped. A non-finite loss stops the run before the
+//! optimizer touches the weights, keeping the last good checkpoint.
+#![warn(missing_docs)]
+
+pub mod checkpoint;
+pub mod metrics;
+pub mod schedule;
+
+use std::io::Write;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use burn::data::dataloader::{DataLoader, Progress};
+use burn::module::AutodiffModule;
+use burn::optim::{GradientsAccumulator, Optimizer};
+use burn::record::{FileRecorder, Record, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::DeviceOps;
+use burn::train::checkpoint::AsyncCheckpointer;
+use burn::train::metric::LearningRateMetric;
+use burn::train::renderer::MetricsRenderer;
+use burn::train::{
+    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningCheckpointer,
+    LearningComponentsMarker, LearningComponentsTypes, SupervisedLearningStrategy,
+    SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainStep,
+    TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy, ValidLoader,
+};
+use combiner_nn::{Objective, StepOutput};
+
+use checkpoint::{
+    complete_checkpoints, state_path, write_json_atomic, AtomicCheckpointer, KeepLast, TrainState,
+};
+use metrics::{Quantity, ZooMetric};
+pub use schedule::WarmupCosine;
+
+/// A failed run, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The loss became NaN or infinite.
+    #[error("non-finite loss ({loss}) at step {step}: training stopped before the update; {kept}")]
+    NonFiniteLoss {
+        /// Step at which it happened.
+        step: usize,
+        /// The loss value.
+        loss: f64,
+        /// Which checkpoint is kept.
+        kept: String,
+    },
+    /// A checkpoint could not be read.
+    #[error("cannot read checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// File system trouble in the run directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Nothing to do.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How a run proceeds.
+#[derive(Clone, Debug)]
+pub struct FitOptions {
+    /// The run directory (checkpoints, metrics, burn's logs).
+    pub run_dir: PathBuf,
+    /// Total optimizer steps.
+    pub steps: usize,
+    /// Evaluate and checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Checkpoints kept on disk.
+    pub keep_checkpoints: usize,
+    /// Batches per optimizer step (gradient accumulation).
+    pub grad_accumulation: usize,
+    /// Items per batch.
+    pub batch_size: usize,
+    /// Continue from the last complete checkpoint in `run_dir`.
+    pub resume: bool,
+    /// Stop after this many steps of this process (for tests of resume).
+    pub stop_after: Option<usize>,
+    /// The objective, which picks the metrics.
+    pub objective: Objective,
+    /// Use burn's default renderer (TUI in a terminal); else plain progress lines.
+    pub dashboard: bool,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FitReport {
+    /// The step the run started from (0 for a fresh run).
+    pub start_step: usize,
+    /// The last step completed.
+    pub end_step: usize,
+    /// `(step, loss)` of every step of this process.
+    pub losses: Vec<(usize, f64)>,
+    /// `(step, mean validation loss)` at every checkpoint.
+    pub valid: Vec<(usize, f64)>,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct StepLog {
+    /// Optimizer step.
+    pub step: usize,
+    /// Training loss (nats).
+    pub loss: f64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Input tokens per second.
+    pub tokens_per_s: f64,
+    /// Validation loss, when evaluated at this step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_loss: Option<f64>,
+}
+
+/// The checkpoint directory of a run.
+pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("checkpoints")
+}
+
+/// The steps of the complete checkpoints of a run, ascending.
+pub fn checkpoints_of<B: burn::tensor::backend::Backend, FR: FileRecorder<B>>(
+    run_dir: &Path,
+) -> Vec<usize> {
+    complete_checkpoints(&checkpoint_dir(run_dir), FR::file_extension())
+}
+
+struct Shared {
+    losses: Vec<(usize, f64)>,
+    valid: Vec<(usize, f64)>,
+    error: Option<TrainError>,
+    end_step: usize,
+}
+
+/// The step-based strategy run by burn's `SupervisedTraining`.
+struct StepStrategy<LC: LearningComponentsTypes, FR> {
+    device: burn::tensor::Device<LC::Backend>,
+    opts: FitOptions,
+    start: TrainState,
+    recorder: FR,
+    shared: Arc<Mutex<Shared>>,
+    existing: Vec<usize>,
+    _lc: PhantomData<LC>,
+}
+
+fn loss_of<B: burn::tensor::backend::Backend>(out: &StepOutput<B>) -> f64 {
+    let v: f64 = burn::tensor::ElementConversion::elem(out.loss.clone().into_scalar());
+    v
+}
+
+impl<B, LR, M, O, FR> SupervisedLearningStrategy<LearningComponentsMarker<B, LR, M, O>>
+    for StepStrategy<LearningComponentsMarker<B, LR, M, O>, FR>
+where
+    B: AutodiffBackend,
+    LR: burn::lr_scheduler::LrScheduler + 'static,
+    M: TrainStep<Output = StepOutput<B>> + AutodiffModule<B> + core::fmt::Display + 'static,
+    M::InnerModule: InferenceStep<Output = StepOutput<B::InnerBackend>>,
+    O: Optimizer<M, B> + 'static,
+    FR: FileRecorder<B> + Clone + 'static,
+{
+    fn fit(
+        &self,
+        components: TrainingComponents<LearningComponentsMarker<B, LR, M, O>>,
+        mut learner: Learner<LearningComponentsMarker<B, LR, M, O>>,
+        dataloader_train: TrainLoader<LearningComponentsMarker<B, LR, M, O>>,
+        dataloader_valid: ValidLoader<LearningComponentsMarker<B, LR, M, O>>,
+        _starting_epoch: usize,
+    ) -> (
+        TrainingModel<LearningComponentsMarker<B, LR, M, O>>,
+        SupervisedTrainingEventProcessor<LearningComponentsMarker<B, LR, M, O>>,
+    ) {
+        let opts = &self.opts;
+        let dir = checkpoint_dir(&opts.run_dir);
+        let train = dataloader_train.to_device(&self.device);
+        let valid = dataloader_valid.to_device(self.device.inner());
+        learner.fork(&self.device);
+        let mut processor = components.event_processor;
+        let store = components.event_store;
+        let mut checkpointer = LearningCheckpointer::new(
+            AsyncCheckpointer::new(AtomicCheckpointer::new(
+                self.recorder.clone(),
+                &dir,
+                "model",
+            )),
+            AsyncCheckpointer::new(AtomicCheckpointer::new(
+                self.recorder.clone(),
+                &dir,
+                "optim",
+            )),
+            AsyncCheckpointer::new(AtomicCheckpointer::new(
+                self.recorder.clone(),
+                &dir,
+                "scheduler",
+            )),
+            Box::new(KeepLast::new(opts.keep_checkpoints, self.existing.clone())),
+        );
+        let mut saved = self.existing.clone();
+        let log_path = opts.run_dir.join("metrics.jsonl");
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .ok();
+
+        let global = Progress {
+            items_processed: self.start.step,
+            items_total: opts.steps,
+        };
+        let mut step = self.start.step;
+        let mut items = self.start.items;
+        let mut accumulator = GradientsAccumulator::new();
+        let mut pending = 0;
+        let mut iter = train.iter();
+        let mut last_time = std::time::Instant::now();
+        let mut tokens = 0usize;
+        let stop_at = opts
+            .stop_after
+            .map_or(opts.steps, |n| (self.start.step + n).min(opts.steps));
+        while step < stop_at {
+            let Some(batch) = iter.next() else { break };
+            let progress = iter.progress();
+            if pending == 0 {
+                learner.lr_step();
+            }
+            let out = learner.train_step(batch);
+            let loss = loss_of(&out.item);
+            if !loss.is_finite() {
+                let kept = match saved.last() {
+                    Some(s) => format!("the last good checkpoint is step {s} in {}", dir.display()),
+                    None => "no checkpoint was written yet".to_string(),
+                };
+                self.shared.lock().unwrap().error = Some(TrainError::NonFiniteLoss {
+                    step: step + 1,
+                    loss,
+                    kept,
+                });
+                break;
+            }
+            tokens += out.item.tokens;
+            items += opts.batch_size;
+            accumulator.accumulate(&learner.model(), out.grads);
+            pending += 1;
+            let lr = learner.lr_current();
+            let mut event_item = Some(out.item);
+            if pending < opts.grad_accumulation {
+                let item = TrainingItem::new(
+                    event_item.take().unwrap(),
+                    progress,
+                    global.clone(),
+                    Some(step + 1),
+                    Some(lr),
+                );
+                processor.process_train(LearnerEvent::ProcessedItem(item));
+                continue;
+            }
+            learner.optimizer_step(accumulator.grads());
+            pending = 0;
+            step += 1;
+            let elapsed = last_time.elapsed().as_secs_f64().max(1e-9);
+            let tps = tokens as f64 / elapsed;
+            last_time = std::time::Instant::now();
+            tokens = 0;
+            let global_now = Progress {
+                items_processed: step,
+                items_total: opts.steps,
+            };
+            let item = TrainingItem::new(
+                event_item.take().unwrap(),
+                progress,
+                global_now.clone(),
+                Some(step),
+                Some(lr),
+            );
+            processor.process_train(LearnerEvent::ProcessedItem(item));
+            self.shared.lock().unwrap().losses.push((step, loss));
+
+            let mut valid_loss = None;
+            if step % opts.checkpoint_every == 0 || step == opts.steps || step == stop_at {
+                let model = learner.model().valid();
+                let (mut sum, mut n) = (0.0, 0usize);
+                let mut viter = valid.iter();
+                let mut vi = 0;
+                while let Some(vb) = viter.next() {
+                    vi += 1;
+                    let out = model.step(vb);
+                    sum += loss_of(&out) * out.count as f64;
+                    n += out.count;
+                    let item = TrainingItem::new(
+                        out,
+                        viter.progress(),
+                        global_now.clone(),
+                        Some(vi),
+                        None,
+                    );
+                    processor.process_valid(LearnerEvent::ProcessedItem(item));
+                }
+                processor.process_valid(LearnerEvent::EndEpoch(step));
+                if n > 0 {
+                    valid_loss = Some(sum / n as f64);
+                    self.shared
+                        .lock()
+                        .unwrap()
+                        .valid
+                        .push((step, sum / n as f64));
+                }
+                checkpointer.checkpoint(&learner, step, &store);
+                let state = TrainState { step, items, loss };
+                if let Err(e) = write_json_atomic(&state_path(&dir, step), &state) {
+                    self.shared.lock().unwrap().error = Some(TrainError::Io {
+                        path: state_path(&dir, step),
+                        source: e,
+                    });
+                    break;
+                }
+                saved.push(step);
+                while saved.len() > opts.keep_checkpoints.max(1) {
+                    let old = saved.remove(0);
+                    let _ = std::fs::remove_file(state_path(&dir, old));
+                }
+            }
+            if let Some(f) = log.as_mut() {
+                let line = StepLog {
+                    step,
+                    loss,
+                    lr,
+                    tokens_per_s: tps,
+                    valid_loss,
+                };
+                let _ = writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default());
+            }
+            if !opts.dashboard
+                && (step % opts.checkpoint_every == 0 || step == 1 || step == stop_at)
+            {
+                let extra = match (opts.objective, valid_loss) {
+                    (Objective::ImageBits, _) => {
+                        format!(" bits/dim {:.4}", loss / std::f64::consts::LN_2)
+                    }
+                    (Objective::Lm | Objective::Mlm, _) => format!(" ppl {:.2}", loss.exp()),
+                    _ => String::new(),
+                };
+                let v = valid_loss.map_or(String::new(), |v| format!(" | valid loss {v:.4}"));
+                eprintln!(
+                    "step {step:>6}/{} loss {loss:.4}{extra} lr {lr:.2e} {tps:.0} tok/s{v}",
+                    opts.steps
+                );
+            }
+            if components.interrupter.should_stop() {
+                break;
+            }
+        }
+        processor.process_train(LearnerEvent::EndEpoch(step));
+        self.shared.lock().unwrap().end_step = step;
+        // joins the checkpoint writers before the model is handed back
+        drop(checkpointer);
+        (learner.model(), processor)
+    }
+}
+
+/// A renderer that prints nothing: progress goes to stderr lines instead.
+struct Quiet;
+
+impl burn::train::renderer::MetricsRendererTraining for Quiet {
+    fn update_train(&mut self, _state: burn::train::renderer::MetricState) {}
+    fn update_valid(&mut self, _state: burn::train::renderer::MetricState) {}
+    fn render_train(
+        &mut self,
+        _item: burn::train::renderer::TrainingProgress,
+        _progress_indicators: Vec<burn::train::renderer::ProgressType>,
+    ) {
+    }
+    fn render_valid(
+        &mut self,
+        _item: burn::train::renderer::TrainingProgress,
+        _progress_indicators: Vec<burn::train::renderer::ProgressType>,
+    ) {
+    }
+}
+
+impl burn::train::renderer::MetricsRendererEvaluation for Quiet {
+    fn update_test(
+        &mut self,
+        _name: burn::train::renderer::EvaluationName,
+        _state: burn::train::renderer::MetricState,
+    ) {
+    }
+    fn render_test(
+        &mut self,
+        _item: burn::train::renderer::EvaluationProgress,
+        _progress_indicators: Vec<burn::train::renderer::ProgressType>,
+    ) {
+    }
+}
+
+impl MetricsRenderer for Quiet {
+    fn manual_close(&mut self) {}
+    fn register_metric(&mut self, _definition: burn::train::metric::MetricDefinition) {}
+}
+
+/// Trains `model` with `optim` and `schedule`, or resumes it from the last
+/// complete checkpoint in `opts.run_dir` when `opts.resume` is set.
+///
+/// `train` must yield the whole run's batches in order, without shuffling
+/// (`steps * grad_accumulation` batches; the data position of a resumed run
+/// is a slice of it). `valid` is evaluated at every checkpoint.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<B, M, O, FR>(
+    model: M,
+    optim: O,
+    schedule: WarmupCosine,
+    train: Arc<dyn DataLoader<B, M::Input>>,
+    valid: Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
+    recorder: FR,
+    device: B::Device,
+    opts: FitOptions,
+) -> Result<(M::InnerModule, FitReport), TrainError>
+where
+    B: AutodiffBackend,
+    M: TrainStep<Output = StepOutput<B>> + AutodiffModule<B> + core::fmt::Display + 'static,
+    M::InnerModule: InferenceStep<Output = StepOutput<B::InnerBackend>>,
+    O: Optimizer<M, B> + 'static,
+    FR: FileRecorder<B> + FileRecorder<B::InnerBackend> + Clone + 'static,
+{
+    if opts.steps == 0
+        || opts.checkpoint_every == 0
+        || opts.grad_accumulation == 0
+        || opts.batch_size == 0
+    {
+        return Err(TrainError::Invalid(
+            "steps, checkpoint_every, grad_accumulation and batch_size must all be at least 1"
+                .into(),
+        ));
+    }
+    let dir = checkpoint_dir(&opts.run_dir);
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let existing = complete_checkpoints(&dir, <FR as FileRecorder<B>>::file_extension());
+    let mut learner = Learner::new(model, optim, schedule);
+    let mut start = TrainState {
+        step: 0,
+        items: 0,
+        loss: f64::NAN,
+    };
+    if opts.resume {
+        if let Some(&last) = existing.last() {
+            let read_err = |path: PathBuf| {
+                move |e: burn::record::RecorderError| TrainError::Checkpoint {
+                    path,
+                    reason: e.to_string(),
+                }
+            };
+            let p = |part: &str| dir.join(format!("{part}-{last}"));
+            let model_rec: <M as burn::module::Module<B>>::Record =
+                Recorder::<B>::load(&recorder, p("model"), &device)
+                    .map_err(read_err(p("model")))?;
+            let optim_rec: O::Record = Recorder::<B>::load(&recorder, p("optim"), &device)
+                .map_err(read_err(p("optim")))?;
+            let sched_rec: usize = Recorder::<B>::load(&recorder, p("scheduler"), &device)
+                .map_err(read_err(p("scheduler")))?;
+            learner.load_model(model_rec);
+            learner.load_optim(optim_rec);
+            learner.load_scheduler(sched_rec);
+            let sp = state_path(&dir, last);
+            let text = std::fs::read_to_string(&sp).map_err(io(&sp))?;
+            start = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+                path: sp.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+    } else if !existing.is_empty() {
+        return Err(TrainError::Invalid(format!(
+            "{} already holds checkpoints; resume it or choose a new run directory",
+            opts.run_dir.display()
+        )));
+    }
+    if start.step >= opts.steps {
+        return Err(TrainError::Invalid(format!(
+            "the run in {} already reached step {} of {}",
+            opts.run_dir.display(),
+            start.step,
+            opts.steps
+        )));
+    }
+    let total = train.num_items();
+    let train = train.slice(start.items.min(total), total);
+
+    let shared = Arc::new(Mutex::new(Shared {
+        losses: vec![],
+        valid: vec![],
+        error: None,
+        end_step: start.step,
+    }));
+    let strategy = StepStrategy::<LearningComponentsMarker<B, WarmupCosine, M, O>, FR> {
+        device: device.clone(),
+        opts: opts.clone(),
+        start: start.clone(),
+        recorder,
+        shared: shared.clone(),
+        existing,
+        _lc: PhantomData,
+    };
+    let quantities: &[Quantity] = match opts.objective {
+        Objective::ImageBits => &[
+            Quantity::Loss,
+            Quantity::BitsPerDim,
+            Quantity::TokensPerSecond,
+        ],
+        Objective::Lm | Objective::Mlm => &[
+            Quantity::Loss,
+            Quantity::Perplexity,
+            Quantity::TokensPerSecond,
+        ],
+        Objective::Classification => &[
+            Quantity::Loss,
+            Quantity::Accuracy,
+            Quantity::TokensPerSecond,
+        ],
+    };
+    let mut training = SupervisedTraining::new(&opts.run_dir, train, valid)
+        .with_training_strategy(TrainingStrategy::Custom(Arc::new(strategy)))
+        .metric_train_numeric(LearningRateMetric::new());
+    for &q in quantities {
+        training = training.metric_train_numeric(ZooMetric::new(q));
+        if q != Quantity::TokensPerSecond {
+            training = training.metric_valid_numeric(ZooMetric::new(q));
+        }
+    }
+    if !opts.dashboard {
+        training = training.renderer(Quiet);
+    }
+    let result = training.launch(learner);
+    let mut shared = shared.lock().unwrap();
+    if let Some(e) = shared.error.take() {
+        return Err(e);
+    }
+    Ok((
+        result.model,
+        FitReport {
+            start_step: start.step,
+            end_step: shared.end_step,
+            losses: std::mem::take(&mut shared.losses),
+            valid: std::mem::take(&mut shared.valid),
+        },
+    ))
+}
+
+/// Keeps the record type reachable for callers that load checkpoints.
+pub type ModelRecord<B, M> = <M as burn::module::Module<B>>::Record;
+
+#[doc(hidden)]
+pub fn _assert_record<B: burn::tensor::backend::Backend, R: Record<B>>() {}
+
+/// A run's whole training stream: `total` items drawn epoch after epoch from
+/// `base`, each epoch in its own seeded permutation. Position `k` is the same
+/// item in every run with the same seed, so a data position is just `k`.
+pub struct EpochStream<D> {
+    base: D,
+    total: usize,
+    seed: u64,
+    perms: Mutex<std::collections::HashMap<usize, Arc<Vec<usize>>>>,
+}
+
+impl<D> EpochStream<D> {
+    /// `total` items from `base` (which must not be empty), shuffled per epoch with `seed`.
+    pub fn new(base: D, total: usize, seed: u64) -> Self {
+        EpochStream {
+            base,
+            total,
+            seed,
+            perms: Mutex::new(Default::default()),
+        }
+    }
+}
+
+fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    // Fisher-Yates with splitmix64: stable across platforms and crate versions
+    let mut state = seed ^ 0x5851_f42d_4c95_7f2d;
+    let mut next = move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        p.swap(i, j);
+    }
+    p
+}
+
+impl<I: Send + Sync + Clone, D: burn::data::dataset::Dataset<I>> burn::data::dataset::Dataset<I>
+    for EpochStream<D>
+{
+    fn get(&self, index: usize) -> Option<I> {
+        let n = self.base.len();
+        if index >= self.total || n == 0 {
+            return None;
+        }
+        let epoch = index / n;
+        let perm = {
+            let mut perms = self.perms.lock().unwrap_or_else(|e| e.into_inner());
+            perms
+                .entry(epoch)
+                .or_insert_with(|| Arc::new(permutation(n, self.seed.wrapping_add(epoch as u64))))
+                .clone()
+        };
+        self.base.get(perm[index % n])
+    }
+
+    fn len(&self) -> usize {
+        self.total
+    }
+}
