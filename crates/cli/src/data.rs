@@ -247,6 +247,8 @@ fn run_prepare(args: &PrepareArgs, data: &Path) -> Result<()> {
         Some(p) => p.clone(),
         None => {
             let shared = shared_data_dir();
+            // `<repo>/datasets/data/../../../shared/data` reads better resolved.
+            let shared = std::fs::canonicalize(&shared).unwrap_or(shared);
             let path = shared.join(name.shipped_archive());
             if !path.exists() {
                 bail!(
@@ -280,7 +282,7 @@ fn run_prepare(args: &PrepareArgs, data: &Path) -> Result<()> {
     })?;
     let unchanged = progress.calls == 0 && before.as_ref() == Some(&manifest);
     eprintln!(
-        "{name}: {} in {:.1} s",
+        "{name}: {} in {:.2} s",
         if unchanged {
             "already prepared from this source, kept"
         } else {
