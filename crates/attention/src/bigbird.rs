@@ -55,7 +55,7 @@ impl BigBirdConfig {
                 "block must be at least 1",
             ));
         }
-        if self.window_blocks % 2 == 0 {
+        if self.window_blocks.is_multiple_of(2) {
             return Err(AttentionError::invalid(
                 "bigbird",
                 format!("window_blocks ({}) must be odd", self.window_blocks),

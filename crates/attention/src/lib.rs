@@ -61,6 +61,7 @@ pub use vanilla::Vanilla;
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AttentionConfig {
     /// Dense softmax attention (causal in LM mode).
+    #[serde(deserialize_with = "no_fields")]
     Vanilla,
     /// Combiner attention with a factorization plan.
     Combiner {
@@ -100,6 +101,15 @@ pub enum AttentionConfig {
     Sinkhorn(SinkhornConfig),
     /// Synthesizer (Tay et al. 2021): dense or random synthesized weights.
     Synthesizer(SynthesizerConfig),
+}
+
+/// Serde ignores extra fields of a unit variant in an internally tagged
+/// enum; this makes `kind = "vanilla"` with any other field an error too.
+fn no_fields<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct NoFields {}
+    NoFields::deserialize(d).map(|_| ())
 }
 
 impl Default for AttentionConfig {

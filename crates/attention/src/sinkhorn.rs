@@ -121,6 +121,8 @@ pub fn sinkhorn_attention<B: Backend>(
     let k_sum = mean(kb.clone());
     let q_sum = match mode {
         Mode::Mlm => mean(qb.clone()),
+        // the first block has no past and its row is masked below
+        Mode::Lm if nb == 1 => Tensor::zeros([b, h, 1, d], &device),
         Mode::Lm => {
             let zero = Tensor::zeros([b, h, 1, d], &device);
             Tensor::cat(vec![zero, k_sum.clone().narrow(2, 0, nb - 1)], 2)

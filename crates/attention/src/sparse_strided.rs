@@ -37,7 +37,7 @@ impl SparseStridedConfig {
     /// Whether query `i` attends to key `j` at length `len`.
     pub fn allows(&self, len: usize, mode: Mode, i: usize, j: usize) -> bool {
         let s = self.stride_at(len);
-        mode.allows(i, j) && (i.abs_diff(j) < s || i.abs_diff(j) % s == 0)
+        mode.allows(i, j) && (i.abs_diff(j) < s || i.abs_diff(j).is_multiple_of(s))
     }
 
     /// The pattern at `len`.

@@ -98,7 +98,7 @@ pub(crate) fn log_sum_exp<B: Backend, const D: usize>(x: Tensor<B, D>, dim: usiz
 
 /// Checks that `d_model` splits into `n_heads`.
 pub(crate) fn check_heads(d_model: usize, n_heads: usize) -> Result<(), crate::AttentionError> {
-    if n_heads == 0 || d_model % n_heads != 0 {
+    if n_heads == 0 || !d_model.is_multiple_of(n_heads) {
         return Err(crate::AttentionError::Invalid {
             attention: "multi-head attention",
             message: format!(
