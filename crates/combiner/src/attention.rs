@@ -52,7 +52,7 @@ impl<B: Backend> MultiHead<B> {
     /// If `d_model` is not a multiple of `n_heads`.
     pub fn new(d_model: usize, n_heads: usize, dropout: f64, device: &B::Device) -> Self {
         assert!(
-            n_heads > 0 && d_model % n_heads == 0,
+            n_heads > 0 && d_model.is_multiple_of(n_heads),
             "d_model ({d_model}) must be a positive multiple of n_heads ({n_heads})"
         );
         let lin = || LinearConfig::new(d_model, d_model).init(device);

@@ -160,10 +160,9 @@ impl Term {
         (0..self.groups).flat_map(move |g| {
             (0..self.group_size).flat_map(move |a| {
                 let q = self.queries[g * self.group_size + a];
-                (0..self.width).filter_map(move |b| {
-                    self.mask[(g * self.group_size + a) * self.width + b]
-                        .then(|| (q, self.items[g * self.width + b]))
-                })
+                (0..self.width)
+                    .filter(move |b| self.mask[(g * self.group_size + a) * self.width + b])
+                    .map(move |b| (q, self.items[g * self.width + b]))
             })
         })
     }

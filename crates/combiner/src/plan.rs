@@ -573,10 +573,6 @@ fn axial_layout(len: usize, g: Grid, mode: Mode, kind: Axial) -> Layout {
             // Direct = own row only; span (r2, c) = whole row r2, local
             // expectation queried by token (r2, c) (the last token of a short
             // final row stands in for cells past the end).
-            let mut row_direct = row;
-            if !lm {
-                // already the whole row
-            }
             let tokens: Vec<usize> = (0..n)
                 .flat_map(|r2| (0..m).map(move |c| (r2 * m + c).min(len.saturating_sub(1))))
                 .collect();
@@ -602,12 +598,11 @@ fn axial_layout(len: usize, g: Grid, mode: Mode, kind: Axial) -> Layout {
                     }
                 }
             }
-            // keep the row term's masks as built (LM: up to c; MLM: whole row)
-            row_direct.items.clone_from(&row_seqs);
+            // the row term as built: LM up to c, MLM the whole row
             Layout {
                 len,
                 span_sets: vec![set],
-                terms: vec![row_direct, spans],
+                terms: vec![row, spans],
             }
         }
     }
@@ -659,8 +654,8 @@ pub fn routing_layout(regions: &[usize], mode: Mode) -> Layout {
                     if seqs[r * w + a] == pad {
                         continue;
                     }
-                    for r2 in 0..n {
-                        spans.mask[(r * w + a) * n + r2] = r2 != r && !members[r2].is_empty();
+                    for (r2, ms) in members.iter().enumerate() {
+                        spans.mask[(r * w + a) * n + r2] = r2 != r && !ms.is_empty();
                     }
                 }
             }
@@ -677,12 +672,12 @@ pub fn routing_layout(regions: &[usize], mode: Mode) -> Layout {
         }
         Mode::Lm => {
             let mut spans = Term::new(len, 1, n, pad);
-            for i in 0..len {
+            for (i, &own) in regions.iter().enumerate() {
                 spans.queries[i] = i;
                 for (r2, ms) in members.iter().enumerate() {
                     // members of r2 before i
                     let t = ms.partition_point(|&j| j < i);
-                    if r2 != regions[i] && t > 0 {
+                    if r2 != own && t > 0 {
                         spans.items[i * n + r2] = len + 1 + r2 * w + (t - 1);
                         spans.mask[i * n + r2] = true;
                     }

@@ -164,8 +164,8 @@ pub fn check_layout(layout: &Layout, mode: Mode, limit: usize) -> (Counts, Vec<V
                 cover(j, &mut v);
             }
         }
-        for j in 0..len {
-            if mode.allows(i, j) && stamp[j] != i + 1 {
+        for (j, &mark) in stamp.iter().enumerate() {
+            if mode.allows(i, j) && mark != i + 1 {
                 v.push(Violation::Missing {
                     query: i,
                     position: j,
