@@ -308,3 +308,32 @@ fn vanilla_module_equals_dense_attention() {
         assert!(max_abs_diff(a, masked_attention(q, k, v, &mask)) < 1e-5);
     }
 }
+
+#[test]
+fn routing_centroids_follow_online_kmeans() {
+    let dev = Default::default();
+    B::seed(&dev, 13);
+    let cfg = AttentionConfig::Routing(RoutingConfig {
+        clusters: 3,
+        decay: 0.5,
+    });
+    let Attention::Routing(r) = cfg.init::<B>(16, 2, Mode::Lm, 0.0, &dev) else {
+        panic!("routing")
+    };
+    let before = r.centroids();
+    let x = Tensor::<B, 3>::random(
+        [2, 20, 16],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &dev,
+    );
+    let r = r.update_centroids(x.clone());
+    let after = r.centroids();
+    assert_eq!(after.dims(), [2, 3, 8]);
+    assert!(
+        max_abs_diff(before, after.clone()) > 1e-3,
+        "centroids did not move"
+    );
+    let norms = after.powi_scalar(2).sum_dim(2).sqrt();
+    assert!(max_abs_diff(norms.clone(), norms.ones_like()) < 1e-4);
+    assert_eq!(r.forward(x).dims(), [2, 20, 16]);
+}
