@@ -33,6 +33,7 @@ macro_rules! outln {
 mod backend;
 mod data;
 mod plan;
+mod train;
 
 use std::process::ExitCode;
 
@@ -90,6 +91,22 @@ enum Command {
                       combiner data show cifar10 --png grid.png\n  combiner data generate pathfinder --count 64 --png pf.png"
     )]
     Data(data::DataArgs),
+    /// Train a model from a TOML run config (a real run: checkpoints, metrics, resume).
+    #[command(
+        after_help = "Examples:\n  combiner train --config experiments/lra/listops.toml --preset smoke\n  \
+                      combiner train --config experiments/image/cifar10.toml --preset small --run-dir runs/cifar-axial\n  \
+                      combiner train --config experiments/image/cifar10.toml --preset small --run-dir runs/cifar-axial --resume\n  \
+                      combiner --backend tch train --config experiments/image/cifar10.toml --preset small"
+    )]
+    Train(train::TrainArgs),
+    /// Evaluate the last checkpoint of a run on its validation data.
+    #[command(after_help = "Example:\n  combiner eval --run-dir runs/listops-smoke")]
+    Eval(train::RunDirArgs),
+    /// Draw samples from a trained generative run (images as a PNG grid).
+    #[command(
+        after_help = "Example:\n  combiner sample --run-dir runs/cifar10-smoke --count 4 --out samples.png"
+    )]
+    Sample(train::RunDirArgs),
 }
 
 /// Writes to stdout; a closed pipe ends the process with the shell's SIGPIPE
@@ -111,6 +128,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(cmd) => plan::run(cmd, cli.backend, cli.device),
         Command::Data(args) => data::run(args),
+        Command::Train(args) => train::train(args, cli.backend, cli.device),
+        Command::Eval(args) => train::eval(args, cli.backend, cli.device),
+        Command::Sample(args) => train::sample(args, cli.backend, cli.device),
     };
     // Print the cause chain ourselves: anyhow's `main` report adds a stack
     // backtrace whenever RUST_BACKTRACE is set, which buries the message.

@@ -298,7 +298,7 @@ where
             self.shared.lock().unwrap().losses.push((step, loss));
 
             let mut valid_loss = None;
-            if step % opts.checkpoint_every == 0 || step == opts.steps || step == stop_at {
+            if step.is_multiple_of(opts.checkpoint_every) || step == opts.steps || step == stop_at {
                 let model = learner.model().valid();
                 let (mut sum, mut n) = (0.0, 0usize);
                 let mut viter = valid.iter();
@@ -352,7 +352,7 @@ where
                 let _ = writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default());
             }
             if !opts.dashboard
-                && (step % opts.checkpoint_every == 0 || step == 1 || step == stop_at)
+                && (step.is_multiple_of(opts.checkpoint_every) || step == 1 || step == stop_at)
             {
                 let extra = match (opts.objective, valid_loss) {
                     (Objective::ImageBits, _) => {
