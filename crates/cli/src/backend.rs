@@ -64,6 +64,20 @@ pub trait BackendJob {
     type Output;
     /// Runs the job on backend `B` and `device`.
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output>;
+
+    /// Device indices for a data-parallel job (empty: the `--device` one).
+    fn devices(&self) -> Vec<usize> {
+        Vec::new()
+    }
+
+    /// Runs the job on several devices of backend `B` (data parallel).
+    fn run_many<B: Backend>(self, devices: Vec<B::Device>) -> Result<Self::Output>
+    where
+        Self: Sized,
+    {
+        let first = devices.into_iter().next().expect("at least one device");
+        self.run::<B>(first)
+    }
 }
 
 /// Runs `job` on the backend `kind`, device `index`, or explains which cargo
@@ -102,6 +116,16 @@ fn ndarray<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
         index == 0,
         "backend `ndarray` has one device (the CPU), but --device {index} was given"
     );
+    let many = job.devices();
+    if many.len() > 1 {
+        // CPU replicas on the one CPU device: data parallelism without speed-up,
+        // useful to check that a multi-device run matches a single-device one
+        anyhow::ensure!(
+            many.iter().all(|&i| i == 0),
+            "backend `ndarray` has one device (the CPU): --devices may only repeat 0, got {many:?}"
+        );
+        return job.run_many::<NdArray<f32>>(vec![NdArrayDevice::Cpu; many.len()]);
+    }
     job.run::<NdArray<f32>>(NdArrayDevice::Cpu)
 }
 
@@ -113,6 +137,10 @@ fn ndarray<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
 #[cfg(feature = "wgpu")]
 fn wgpu<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
     use burn::backend::wgpu::{Wgpu, WgpuDevice};
+    let many = job.devices();
+    if many.len() > 1 {
+        return job.run_many::<Wgpu<f32>>(many.into_iter().map(WgpuDevice::DiscreteGpu).collect());
+    }
     job.run::<Wgpu<f32>>(WgpuDevice::DiscreteGpu(index))
 }
 
@@ -124,6 +152,10 @@ fn wgpu<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
 #[cfg(feature = "cuda")]
 fn cuda<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
     use burn::backend::cuda::{Cuda, CudaDevice};
+    let many = job.devices();
+    if many.len() > 1 {
+        return job.run_many::<Cuda<f32>>(many.into_iter().map(CudaDevice::new).collect());
+    }
     job.run::<Cuda<f32>>(CudaDevice::new(index))
 }
 
@@ -135,6 +167,10 @@ fn cuda<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
 #[cfg(feature = "tch")]
 fn tch<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
     use burn::backend::libtorch::{LibTorch, LibTorchDevice};
+    let many = job.devices();
+    if many.len() > 1 {
+        return job.run_many::<LibTorch<f32>>(many.into_iter().map(LibTorchDevice::Cuda).collect());
+    }
     job.run::<LibTorch<f32>>(LibTorchDevice::Cuda(index))
 }
 

@@ -219,6 +219,10 @@ pub struct TrainArgs {
     /// Always print plain progress lines, even in a terminal (no TUI dashboard).
     #[arg(long)]
     pub plain: bool,
+    /// Data-parallel training on these device indices (e.g. `0,1`); the global batch
+    /// (`train.batch_size`) is split evenly across them. Replaces `--device`.
+    #[arg(long, value_delimiter = ',', value_name = "N,M,...")]
+    pub devices: Option<Vec<usize>>,
 }
 
 /// Options of `combiner eval` and `combiner sample`.
@@ -313,6 +317,7 @@ pub fn train(args: TrainArgs, backend: BackendKind, device: usize) -> Result<()>
         .with_context(|| format!("cannot write {}", info_path.display()))?;
     eprintln!("run directory: {}", run_dir.display());
     let job = TrainJob {
+        devices: args.devices.clone().unwrap_or_default(),
         cfg,
         run_dir,
         resume: args.resume,
@@ -324,6 +329,7 @@ pub fn train(args: TrainArgs, backend: BackendKind, device: usize) -> Result<()>
 }
 
 struct TrainJob {
+    devices: Vec<usize>,
     cfg: RunConfig,
     run_dir: PathBuf,
     resume: bool,
@@ -372,7 +378,17 @@ impl BackendJob for TrainJob {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<()> {
+        self.run_many::<B>(vec![device])
+    }
+
+    fn devices(&self) -> Vec<usize> {
+        self.devices.clone()
+    }
+
+    fn run_many<B: Backend>(self, devices: Vec<B::Device>) -> Result<()> {
         type AD<B> = Autodiff<B>;
+        let device = devices[0].clone();
+        let n_dev = devices.len();
         let s = &self.cfg.train;
         AD::<B>::seed(&device, s.seed);
         let opts = |objective| FitOptions {
@@ -397,7 +413,13 @@ impl BackendJob for TrainJob {
         let optim = AdamWConfig::new()
             .with_weight_decay(s.weight_decay as f32)
             .with_grad_clipping(s.grad_clip.map(|c| GradientClippingConfig::Norm(c as f32)));
+        anyhow::ensure!(
+            s.batch_size.is_multiple_of(n_dev),
+            "train.batch_size {} does not split evenly over {n_dev} devices",
+            s.batch_size
+        );
         let total = s.steps * s.batch_size * s.grad_accumulation;
+        let per_device = s.batch_size / n_dev;
         let report = match &self.cfg.task {
             Task::Listops {
                 generator,
@@ -433,7 +455,7 @@ impl BackendJob for TrainJob {
                     train_dl,
                     valid_dl,
                     DefaultRecorder::new(),
-                    device.clone(),
+                    devices.clone(),
                     opts(Objective::Classification),
                 )?
                 .1
@@ -450,7 +472,7 @@ impl BackendJob for TrainJob {
                     pad: 0,
                 };
                 let train_dl = DataLoaderBuilder::<AD<B>, _, LmBatch<AD<B>>>::new(batcher.clone())
-                    .batch_size(s.batch_size)
+                    .batch_size(per_device)
                     .set_device(device.clone())
                     .build(EpochStream::new(train, total, s.seed));
                 let valid_dl = DataLoaderBuilder::<B, _, LmBatch<B>>::new(batcher)
@@ -465,7 +487,7 @@ impl BackendJob for TrainJob {
                     train_dl,
                     valid_dl,
                     DefaultRecorder::new(),
-                    device.clone(),
+                    devices.clone(),
                     opts(Objective::ImageBits),
                 )?
                 .1

@@ -19,11 +19,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use burn::data::dataloader::{DataLoader, Progress};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::optim::{GradientsAccumulator, Optimizer};
 use burn::record::{FileRecorder, Record, Recorder};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::DeviceOps;
+use burn::tensor::Tensor;
 use burn::train::checkpoint::AsyncCheckpointer;
 use burn::train::metric::LearningRateMetric;
 use burn::train::renderer::MetricsRenderer;
@@ -95,7 +97,8 @@ pub struct FitOptions {
     pub keep_checkpoints: usize,
     /// Batches per optimizer step (gradient accumulation).
     pub grad_accumulation: usize,
-    /// Items per batch.
+    /// Items per optimizer step and accumulation round, over all devices
+    /// (the global batch); each device's loader batch is `batch_size / devices`.
     pub batch_size: usize,
     /// Continue from the last complete checkpoint in `run_dir`.
     pub resume: bool,
@@ -158,6 +161,8 @@ struct Shared {
 /// The step-based strategy run by burn's `SupervisedTraining`.
 struct StepStrategy<LC: LearningComponentsTypes, FR> {
     device: burn::tensor::Device<LC::Backend>,
+    /// Data-parallel devices (the first is `device`); one entry on a single device.
+    devices: Vec<burn::tensor::Device<LC::Backend>>,
     opts: FitOptions,
     start: TrainState,
     recorder: FR,
@@ -194,7 +199,12 @@ where
     ) {
         let opts = &self.opts;
         let dir = checkpoint_dir(&opts.run_dir);
-        let train = dataloader_train.to_device(&self.device);
+        let n_dev = self.devices.len().max(1);
+        let trains: Vec<_> = self
+            .devices
+            .iter()
+            .map(|d| dataloader_train.to_device(d))
+            .collect();
         let valid = dataloader_valid.to_device(self.device.inner());
         learner.fork(&self.device);
         let mut processor = components.event_processor;
@@ -233,19 +243,39 @@ where
         let mut items = self.start.items;
         let mut accumulator = GradientsAccumulator::new();
         let mut pending = 0;
-        let mut iter = train.iter();
+        let mut round_loss = 0.0;
+        let mut iters: Vec<_> = trains.iter().map(|t| t.iter()).collect();
+        // loader batch k goes to device k % n_dev; every device's loader sees
+        // the same stream and skips the batches of the others
+        let mut batch_index = 0usize;
         let mut last_time = std::time::Instant::now();
         let mut tokens = 0usize;
         let stop_at = opts
             .stop_after
             .map_or(opts.steps, |n| (self.start.step + n).min(opts.steps));
         while step < stop_at {
-            let Some(batch) = iter.next() else { break };
-            let progress = iter.progress();
+            let d = batch_index % n_dev;
+            let mut batch = None;
+            for (k, it) in iters.iter_mut().enumerate() {
+                let b = it.next();
+                if k == d {
+                    batch = b;
+                }
+            }
+            let Some(batch) = batch else { break };
+            batch_index += 1;
+            let progress = iters[d].progress();
             if pending == 0 {
                 learner.lr_step();
             }
-            let out = learner.train_step(batch);
+            let out = if n_dev == 1 {
+                learner.train_step(batch)
+            } else {
+                let replica = learner.model().fork(&self.devices[d]);
+                let mut out = replica.step(batch);
+                out.grads = out.grads.to_device(&self.device, &learner.model());
+                out
+            };
             let loss = loss_of(&out.item);
             if !loss.is_finite() {
                 let kept = match saved.last() {
@@ -259,13 +289,14 @@ where
                 });
                 break;
             }
+            round_loss += loss;
             tokens += out.item.tokens;
-            items += opts.batch_size;
+            items += opts.batch_size / n_dev;
             accumulator.accumulate(&learner.model(), out.grads);
             pending += 1;
             let lr = learner.lr_current();
             let mut event_item = Some(out.item);
-            if pending < opts.grad_accumulation {
+            if pending < opts.grad_accumulation * n_dev {
                 let item = TrainingItem::new(
                     event_item.take().unwrap(),
                     progress,
@@ -276,7 +307,12 @@ where
                 processor.process_train(LearnerEvent::ProcessedItem(item));
                 continue;
             }
-            learner.optimizer_step(accumulator.grads());
+            let mut grads = accumulator.grads();
+            // mean over the global batch, whatever its split into micro-batches and devices
+            scale_grads(&learner.model(), &mut grads, 1.0 / pending as f64);
+            learner.optimizer_step(grads);
+            let loss = round_loss / pending as f64;
+            round_loss = 0.0;
             pending = 0;
             step += 1;
             let elapsed = last_time.elapsed().as_secs_f64().max(1e-9);
@@ -379,6 +415,30 @@ where
     }
 }
 
+/// Multiplies every gradient in `grads` by `factor` (turning the sum over
+/// micro-batches and devices into their mean).
+fn scale_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    factor: f64,
+) {
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                self.grads
+                    .register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    if factor != 1.0 {
+        model.visit(&mut Scale { grads, factor });
+    }
+}
+
 /// A renderer that prints nothing: progress goes to stderr lines instead.
 struct Quiet;
 
@@ -423,8 +483,15 @@ impl MetricsRenderer for Quiet {
 /// complete checkpoint in `opts.run_dir` when `opts.resume` is set.
 ///
 /// `train` must yield the whole run's batches in order, without shuffling
-/// (`steps * grad_accumulation` batches; the data position of a resumed run
-/// is a slice of it). `valid` is evaluated at every checkpoint.
+/// (`steps * grad_accumulation * devices.len()` batches of
+/// `batch_size / devices.len()` items; the data position of a resumed run is
+/// a slice of it). `valid` is evaluated at every checkpoint.
+///
+/// With several `devices` the run is data-parallel: each optimizer step
+/// sends consecutive loader batches to the devices in turn, runs forward and
+/// backward on a replica there, brings the gradients to the first device and
+/// averages them (burn's `fork` and `GradientsParams::to_device`), so the
+/// update equals the single-device update on the same global batch.
 #[allow(clippy::too_many_arguments)]
 pub fn fit<B, M, O, FR>(
     model: M,
@@ -433,7 +500,7 @@ pub fn fit<B, M, O, FR>(
     train: Arc<dyn DataLoader<B, M::Input>>,
     valid: Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
     recorder: FR,
-    device: B::Device,
+    devices: Vec<B::Device>,
     opts: FitOptions,
 ) -> Result<(M::InnerModule, FitReport), TrainError>
 where
@@ -452,6 +519,16 @@ where
             "steps, checkpoint_every, grad_accumulation and batch_size must all be at least 1"
                 .into(),
         ));
+    }
+    let Some(device) = devices.first().cloned() else {
+        return Err(TrainError::Invalid("no device given".into()));
+    };
+    if !opts.batch_size.is_multiple_of(devices.len()) {
+        return Err(TrainError::Invalid(format!(
+            "the global batch of {} items does not split evenly over {} devices",
+            opts.batch_size,
+            devices.len()
+        )));
     }
     let dir = checkpoint_dir(&opts.run_dir);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -513,6 +590,7 @@ where
     }));
     let strategy = StepStrategy::<LearningComponentsMarker<B, WarmupCosine, M, O>, FR> {
         device: device.clone(),
+        devices: devices.clone(),
         opts: opts.clone(),
         start: start.clone(),
         recorder,
