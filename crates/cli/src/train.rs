@@ -142,9 +142,16 @@ fn final_fraction() -> f64 {
     0.1
 }
 
-/// Deep-merges `over` into `base` (tables merge, other values replace).
+/// Deep-merges `over` into `base` (tables merge, other values replace; a
+/// table with another `kind` replaces the whole table).
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
+        // a different `kind` is a different enum variant: replace, do not mix keys
+        (toml::Value::Table(b), toml::Value::Table(o))
+            if o.get("kind").is_some_and(|k| b.get("kind") != Some(k)) =>
+        {
+            *b = o;
+        }
         (toml::Value::Table(b), toml::Value::Table(o)) => {
             for (k, v) in o {
                 match b.get_mut(&k) {
