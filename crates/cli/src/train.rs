@@ -295,11 +295,9 @@ pub fn train(args: TrainArgs, backend: BackendKind, device: usize) -> Result<()>
                 cfg_path.display()
             );
         }
-    } else if run_dir.exists()
-        && std::fs::read_dir(&run_dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false)
-    {
+    } else if run_dir.join("metrics.jsonl").exists() || run_dir.join("checkpoints").exists() {
+        // a directory holding only the config of a start that failed before
+        // its first step has nothing to lose; anything trained is kept
         bail!(
             "run directory {} already exists; pass --resume to continue it, or choose another --run-dir",
             run_dir.display()
