@@ -255,14 +255,9 @@ pub struct RunDirArgs {
     pub seed: u64,
 }
 
+/// The commit this binary was built from (`+changes`: with uncommitted edits).
 fn git_commit() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    env!("COMBINER_BUILD_COMMIT").to_string()
 }
 
 /// `combiner train`.
