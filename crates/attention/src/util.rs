@@ -5,22 +5,10 @@
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
-/// The value masked logits are set to. Finite (as in the Combiner executor)
-/// so a fully masked row stays finite instead of turning into NaN.
-pub const MASKED: f32 = -1.0e9;
-
-pub(crate) fn int_tensor<B: Backend>(v: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
-    let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
-    Tensor::from_data(TensorData::new(data, [v.len()]), device)
-}
-
-pub(crate) fn bool_tensor<B: Backend, const D: usize>(
-    v: Vec<bool>,
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D, Bool> {
-    Tensor::from_data(TensorData::new(v, shape), device)
-}
+// One masking value and the host-to-tensor helpers of the Combiner executor,
+// so that exact patterns and Combiner layouts mask identically.
+pub use combiner::exec::MASKED;
+pub(crate) use combiner::exec::{bool_tensor, int_tensor};
 
 /// A small seeded generator (splitmix64). Random patterns and random
 /// features are drawn on the host so that a seed fixes them on every backend.

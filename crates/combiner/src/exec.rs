@@ -15,12 +15,14 @@ use crate::layout::{Layout, SpanSet, Term};
 /// `exp(MASKED - max)` is exactly 0 in f32 and bf16 next to any real logit.
 pub const MASKED: f32 = -1.0e9;
 
-pub(crate) fn int_tensor<B: Backend>(v: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+/// A 1-D index tensor from host positions (layouts live on the host).
+pub fn int_tensor<B: Backend>(v: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
     Tensor::from_data(TensorData::new(data, [v.len()]), device)
 }
 
-pub(crate) fn bool_tensor<B: Backend, const D: usize>(
+/// A mask tensor of `shape` from host flags in row-major order.
+pub fn bool_tensor<B: Backend, const D: usize>(
     v: Vec<bool>,
     shape: [usize; D],
     device: &B::Device,
