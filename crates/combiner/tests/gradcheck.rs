@@ -1,6 +1,7 @@
 //! Backward: gradients match central finite differences on a tiny case, in f64.
 //! (Its own test binary: it sets the CPU device's default float type to f64.)
 
+#[path = "suite/common.rs"]
 mod common;
 
 use burn::prelude::*;

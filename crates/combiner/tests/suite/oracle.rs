@@ -2,13 +2,11 @@
 //! mode, abstraction and awkward length; `q(j|i)` is a distribution whose
 //! support is exactly `Omega_i`.
 
-mod common;
-
+use crate::common::*;
 use burn::prelude::*;
 use combiner::exec::combiner_attention;
 use combiner::oracle::{effective_attention, oracle_attention};
 use combiner::{AbstractionKind, Mode};
-use common::*;
 
 fn efficient(
     q: Tensor<B, 4>,

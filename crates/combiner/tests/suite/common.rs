@@ -1,4 +1,5 @@
 //! Shared helpers for the attention tests.
+// each test binary uses a different subset
 #![allow(dead_code)]
 
 use burn::backend::Autodiff;

@@ -5,17 +5,15 @@
 //! as in the Sparse Transformer's strided head). Spans: every other residue
 //! class, restricted to the support (LM: its members up to `i`).
 
-mod common;
-
 use std::collections::HashMap;
 
+use crate::common::*;
 use burn::prelude::*;
 use combiner::exec::combiner_attention;
 use combiner::layout::{Layout, Partition, QueryParts, SpanDef, SpanQuery};
 use combiner::oracle::oracle_attention;
 use combiner::verify::{verify_with, CHECK_LENGTHS, GROWTH_LENGTHS, MAX_EXPONENT};
 use combiner::{AbstractionKind, Mode};
-use common::*;
 
 /// Combiner-Strided with stride `s` as a partition of every query's support.
 pub fn strided(len: usize, s: usize, mode: Mode) -> Partition {

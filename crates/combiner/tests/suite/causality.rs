@@ -1,13 +1,11 @@
 //! Causality (LM): outputs at positions <= t do not change when inputs after t change.
 
-mod common;
-
+use crate::common::*;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use combiner::attention::plan_attention;
 use combiner::exec::combiner_attention;
 use combiner::{AbstractionKind, CombinerConfig, Mode, Plan};
-use common::*;
 
 #[test]
 fn lm_outputs_ignore_future_inputs_for_every_plan() {

@@ -61,7 +61,7 @@ fn fixed_attention_at_16k_peaks_below_one_dense_score_matrix() {
     let out = Command::new(exe)
         .args([
             "--exact",
-            "memory_probe",
+            "memory::memory_probe",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
