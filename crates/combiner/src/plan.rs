@@ -495,6 +495,28 @@ fn axial_layout(len: usize, g: Grid, mode: Mode, kind: Axial) -> Layout {
         }
     }
 
+    // Spans (r2, c) of the other rows (LM: earlier rows), numbered r2 * m + c,
+    // scored by queries grouped by column; `nonempty(r2, c)` drops spans
+    // with no member.
+    let other_rows = |nonempty: &dyn Fn(usize, usize) -> bool| {
+        let mut spans = Term::new(m, n, n, pad);
+        spans.queries.clone_from(&col_seqs);
+        for c in 0..m {
+            for r2 in 0..n {
+                spans.items[c * n + r2] = item(r2 * m + c);
+            }
+            for r in 0..n {
+                if at(r, c) == pad {
+                    continue;
+                }
+                for r2 in 0..n {
+                    spans.mask[(c * n + r) * n + r2] =
+                        r2 != r && (!lm || r2 < r) && nonempty(r2, c);
+                }
+            }
+        }
+        spans
+    };
     match kind {
         Axial::Vertical => {
             // LM: span (c2, r) = column c2, rows < r: inclusive prefix up to r - 1.
@@ -547,22 +569,7 @@ fn axial_layout(len: usize, g: Grid, mode: Mode, kind: Axial) -> Layout {
                 width: m,
                 seqs: row_seqs.clone(),
             };
-            let mut spans = Term::new(m, n, n, pad);
-            spans.queries.clone_from(&col_seqs);
-            for c in 0..m {
-                for r2 in 0..n {
-                    spans.items[c * n + r2] = item(r2 * m + c);
-                }
-                for r in 0..n {
-                    if at(r, c) == pad {
-                        continue;
-                    }
-                    for r2 in 0..n {
-                        let nonempty = (0..m).any(|c2| c2 != c && at(r2, c2) != pad);
-                        spans.mask[(c * n + r) * n + r2] = r2 != r && (!lm || r2 < r) && nonempty;
-                    }
-                }
-            }
+            let spans = other_rows(&|r2, c| (0..m).any(|c2| c2 != c && at(r2, c2) != pad));
             Layout {
                 len,
                 span_sets: vec![set],
@@ -582,22 +589,7 @@ fn axial_layout(len: usize, g: Grid, mode: Mode, kind: Axial) -> Layout {
                 members: row_seqs.clone(),
                 token_queries: Some((m, tokens)),
             };
-            let mut spans = Term::new(m, n, n, pad);
-            spans.queries.clone_from(&col_seqs);
-            for c in 0..m {
-                for r2 in 0..n {
-                    spans.items[c * n + r2] = item(r2 * m + c);
-                }
-                for r in 0..n {
-                    if at(r, c) == pad {
-                        continue;
-                    }
-                    for r2 in 0..n {
-                        spans.mask[(c * n + r) * n + r2] =
-                            r2 != r && (!lm || r2 < r) && at(r2, 0) != pad;
-                    }
-                }
-            }
+            let spans = other_rows(&|r2, _| at(r2, 0) != pad);
             // the row term as built: LM up to c, MLM the whole row
             Layout {
                 len,
