@@ -366,5 +366,45 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+impl<B: Backend> Attention<B> {
+    /// Decay of the online k-means step of Combiner-Learnable (Routing uses its own `decay`).
+    pub const LEARNABLE_DECAY: f64 = 0.999;
+
+    /// True when the attention clusters tokens with online k-means (Routing,
+    /// Combiner-Learnable): its centroids move during training.
+    pub fn has_centroids(&self) -> bool {
+        match self {
+            Attention::Routing(_) => true,
+            Attention::Combiner(a) => a.has_centroids(),
+            _ => false,
+        }
+    }
+
+    /// One online k-means step of the centroids towards the keys this layer
+    /// computes for `x` (Routing Transformer's EMA update); other attentions
+    /// are returned unchanged.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, d_model]`, the layer's input
+    pub fn update_centroids(self, x: Tensor<B, 3>) -> Self {
+        match self {
+            Attention::Routing(a) => Attention::Routing(a.update_centroids(x)),
+            Attention::Combiner(a) => {
+                Attention::Combiner(a.update_centroids(x, Self::LEARNABLE_DECAY))
+            }
+            other => other,
+        }
+    }
+
+    /// The k-means centroids, `[heads, clusters, d_head]`, where the attention has them.
+    pub fn centroids(&self) -> Option<Tensor<B, 3>> {
+        match self {
+            Attention::Routing(a) => Some(a.centroids()),
+            Attention::Combiner(a) => a.centroids(),
+            _ => None,
+        }
+    }
+}
+
 /// Keeps `Plan` reachable for configs written against this crate.
 pub use combiner::Plan as CombinerPlan;

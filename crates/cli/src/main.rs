@@ -94,17 +94,21 @@ enum Command {
     /// Train a model from a TOML run config (a real run: checkpoints, metrics, resume).
     #[command(
         after_help = "Examples:\n  combiner train --config experiments/lra/listops.toml --preset smoke\n  \
+                      combiner train --config experiments/text/lm.toml --preset smoke --data-dir data\n  \
                       combiner train --config experiments/image/cifar10.toml --preset small --run-dir runs/cifar-axial\n  \
                       combiner train --config experiments/image/cifar10.toml --preset small --run-dir runs/cifar-axial --resume\n  \
                       combiner --backend tch train --config experiments/image/cifar10.toml --preset small"
     )]
     Train(train::TrainArgs),
-    /// Evaluate the last checkpoint of a run on its validation data.
+    /// Evaluate the last checkpoint of a run: the task metric (accuracy, bits/dim,
+    /// perplexity) on its validation data and the task's extra evaluation sets.
     #[command(after_help = "Example:\n  combiner eval --run-dir runs/listops-smoke")]
     Eval(train::RunDirArgs),
-    /// Draw samples from a trained generative run (images as a PNG grid).
+    /// Sample from a trained run: images as a PNG grid, text continuations (LM),
+    /// filled-in masks (MLM), predicted against true labels (classifiers).
     #[command(
-        after_help = "Example:\n  combiner sample --run-dir runs/cifar10-smoke --count 4 --out samples.png"
+        after_help = "Examples:\n  combiner sample --run-dir runs/cifar10-smoke --count 4 --out samples.png\n  \
+                      combiner sample --run-dir runs/lm-smoke --count 2 --tokens 100 --temperature 0.8"
     )]
     Sample(train::RunDirArgs),
 }

@@ -162,6 +162,16 @@ impl<B: Backend> CombinerAttention<B> {
         &self.plan
     }
 
+    /// True for the learnable plan, whose centroids move by online k-means.
+    pub fn has_centroids(&self) -> bool {
+        self.centroids.is_some()
+    }
+
+    /// The learnable plan's centroids, `[heads, clusters, d_head]`.
+    pub fn centroids(&self) -> Option<Tensor<B, 3>> {
+        self.centroids.as_ref().map(|c| c.val())
+    }
+
     /// The learnable plan's centroids after one online k-means step on the
     /// keys this layer computes for `x` (see [`kmeans_update`]).
     pub fn update_centroids(mut self, x: Tensor<B, 3>, decay: f64) -> Self {

@@ -78,6 +78,17 @@ impl<B: Backend> Block<B> {
     }
 }
 
+impl<B: Backend> Block<B> {
+    /// The block with its attention's centroids moved one online k-means
+    /// step towards the keys of `x` (see [`Attention::update_centroids`]),
+    /// and the block's output for `x`.
+    pub fn update_centroids(mut self, x: Tensor<B, 3>) -> (Self, Tensor<B, 3>) {
+        let y = self.forward(x.clone());
+        self.attn = self.attn.update_centroids(self.norm_attn.forward(x));
+        (self, y)
+    }
+}
+
 /// A stack of pre-norm blocks with a final layer norm.
 #[derive(Module, Debug)]
 pub struct Trunk<B: Backend> {
@@ -92,6 +103,45 @@ impl<B: Backend> Trunk<B> {
         let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
         self.norm.forward(x)
     }
+
+    /// True when some block's attention clusters with online k-means.
+    pub fn has_centroids(&self) -> bool {
+        self.blocks.iter().any(|b| b.attn.has_centroids())
+    }
+
+    /// Every block's k-means centroids moved one step towards the keys of
+    /// that block's input when the trunk reads `x` (detached: no gradient).
+    pub fn update_centroids(mut self, x: Tensor<B, 3>) -> Self {
+        let mut x = x.detach();
+        self.blocks = std::mem::take(&mut self.blocks)
+            .into_iter()
+            .map(|b| {
+                let (b, y) = b.update_centroids(x.clone());
+                x = y.detach();
+                b
+            })
+            .collect();
+        self
+    }
+
+    /// The centroids of every block that has them, `[heads, clusters, d_head]` each.
+    pub fn centroids(&self) -> Vec<Tensor<B, 3>> {
+        self.blocks
+            .iter()
+            .filter_map(|b| b.attn.centroids())
+            .collect()
+    }
+}
+
+/// A model whose attention may cluster tokens with online k-means (Routing,
+/// Combiner-Learnable): the training loop moves the centroids after every
+/// optimizer step with the step's input (Routing Transformer).
+pub trait OnlineKmeans<I>: Sized {
+    /// True when some layer has centroids.
+    fn has_centroids(&self) -> bool;
+    /// The model with every layer's centroids moved one step towards the
+    /// keys that layer computes for `input`.
+    fn update_centroids(self, input: &I) -> Self;
 }
 
 /// What a training objective reports per step; metrics read the synced form.
@@ -106,6 +156,27 @@ pub enum Objective {
     Mlm,
     /// Classification: metric accuracy.
     Classification,
+}
+
+impl Objective {
+    /// The task metric of a mean loss in nats (and, for classification, an
+    /// accuracy): `(name, value)`, e.g. `("bits/dim", 3.74)`.
+    pub fn metric(self, loss: f64, accuracy: Option<f64>) -> (&'static str, f64) {
+        match self {
+            Objective::ImageBits => ("bits/dim", loss / std::f64::consts::LN_2),
+            Objective::Lm | Objective::Mlm => ("perplexity", loss.exp()),
+            Objective::Classification => ("accuracy", accuracy.unwrap_or(f64::NAN)),
+        }
+    }
+
+    /// The metric as text: `bits/dim 3.7423`, `perplexity 41.20`, `accuracy 0.3160`.
+    pub fn describe(self, loss: f64, accuracy: Option<f64>) -> String {
+        match self.metric(loss, accuracy) {
+            (name, v) if name == "perplexity" => format!("{name} {v:.2}"),
+            (_, v) if v.is_nan() => "cross-entropy only".to_string(),
+            (name, v) => format!("{name} {v:.4}"),
+        }
+    }
 }
 
 /// One step's output: the loss tensor (kept for backward) and counts.

@@ -35,7 +35,7 @@ use burn::train::{
     SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainStep,
     TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy, ValidLoader,
 };
-use combiner_nn::{Objective, StepOutput};
+use combiner_nn::{Objective, OnlineKmeans, StepOutput};
 
 use checkpoint::{
     complete_checkpoints, state_path, write_json_atomic, AtomicCheckpointer, KeepLast, TrainState,
@@ -121,6 +121,8 @@ pub struct FitReport {
     pub losses: Vec<(usize, f64)>,
     /// `(step, mean validation loss)` at every checkpoint.
     pub valid: Vec<(usize, f64)>,
+    /// `(step, validation accuracy)` at every checkpoint (classifiers only).
+    pub valid_accuracy: Vec<(usize, f64)>,
 }
 
 /// One line of `metrics.jsonl`.
@@ -137,6 +139,9 @@ pub struct StepLog {
     /// Validation loss, when evaluated at this step.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub valid_loss: Option<f64>,
+    /// Validation accuracy (classifiers), when evaluated at this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_accuracy: Option<f64>,
 }
 
 /// The checkpoint directory of a run.
@@ -154,6 +159,7 @@ pub fn checkpoints_of<B: burn::tensor::backend::Backend, FR: FileRecorder<B>>(
 struct Shared {
     losses: Vec<(usize, f64)>,
     valid: Vec<(usize, f64)>,
+    valid_accuracy: Vec<(usize, f64)>,
     error: Option<TrainError>,
     end_step: usize,
 }
@@ -181,7 +187,12 @@ impl<B, LR, M, O, FR> SupervisedLearningStrategy<LearningComponentsMarker<B, LR,
 where
     B: AutodiffBackend,
     LR: burn::lr_scheduler::LrScheduler + 'static,
-    M: TrainStep<Output = StepOutput<B>> + AutodiffModule<B> + core::fmt::Display + 'static,
+    M: TrainStep<Output = StepOutput<B>>
+        + AutodiffModule<B>
+        + OnlineKmeans<<M as TrainStep>::Input>
+        + core::fmt::Display
+        + 'static,
+    <M as TrainStep>::Input: Clone,
     M::InnerModule: InferenceStep<Output = StepOutput<B::InnerBackend>>,
     O: Optimizer<M, B> + 'static,
     FR: FileRecorder<B> + Clone + 'static,
@@ -248,6 +259,10 @@ where
         // loader batch k goes to device k % n_dev; every device's loader sees
         // the same stream and skips the batches of the others
         let mut batch_index = 0usize;
+        // Routing / Combiner-Learnable: centroids follow the keys of each
+        // step's last first-device batch (online k-means)
+        let kmeans = learner.model().has_centroids();
+        let mut kmeans_batch = None;
         let mut last_time = std::time::Instant::now();
         let mut tokens = 0usize;
         let stop_at = opts
@@ -265,6 +280,9 @@ where
             let Some(batch) = batch else { break };
             batch_index += 1;
             let progress = iters[d].progress();
+            if kmeans && d == 0 {
+                kmeans_batch = Some(batch.clone());
+            }
             if pending == 0 {
                 learner.lr_step();
             }
@@ -311,6 +329,10 @@ where
             // mean over the global batch, whatever its split into micro-batches and devices
             scale_grads(&learner.model(), &mut grads, 1.0 / pending as f64);
             learner.optimizer_step(grads);
+            if let Some(b) = kmeans_batch.take() {
+                let moved = learner.model().update_centroids(&b);
+                learner.load_model(moved.into_record());
+            }
             let loss = round_loss / pending as f64;
             round_loss = 0.0;
             pending = 0;
@@ -334,9 +356,11 @@ where
             self.shared.lock().unwrap().losses.push((step, loss));
 
             let mut valid_loss = None;
+            let mut valid_accuracy = None;
             if step.is_multiple_of(opts.checkpoint_every) || step == opts.steps || step == stop_at {
                 let model = learner.model().valid();
                 let (mut sum, mut n) = (0.0, 0usize);
+                let mut correct: Option<usize> = None;
                 let mut viter = valid.iter();
                 let mut vi = 0;
                 while let Some(vb) = viter.next() {
@@ -344,6 +368,10 @@ where
                     let out = model.step(vb);
                     sum += loss_of(&out) * out.count as f64;
                     n += out.count;
+                    if let Some(c) = &out.correct {
+                        let c: i64 = burn::tensor::ElementConversion::elem(c.clone().into_scalar());
+                        *correct.get_or_insert(0) += c as usize;
+                    }
                     let item = TrainingItem::new(
                         out,
                         viter.progress(),
@@ -356,11 +384,12 @@ where
                 processor.process_valid(LearnerEvent::EndEpoch(step));
                 if n > 0 {
                     valid_loss = Some(sum / n as f64);
-                    self.shared
-                        .lock()
-                        .unwrap()
-                        .valid
-                        .push((step, sum / n as f64));
+                    valid_accuracy = correct.map(|c| c as f64 / n as f64);
+                    let mut shared = self.shared.lock().unwrap();
+                    shared.valid.push((step, sum / n as f64));
+                    if let Some(a) = valid_accuracy {
+                        shared.valid_accuracy.push((step, a));
+                    }
                 }
                 checkpointer.checkpoint(&learner, step, &store);
                 let state = TrainState { step, items, loss };
@@ -384,6 +413,7 @@ where
                     lr,
                     tokens_per_s: tps,
                     valid_loss,
+                    valid_accuracy,
                 };
                 let _ = writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default());
             }
@@ -397,7 +427,12 @@ where
                     (Objective::Lm | Objective::Mlm, _) => format!(" ppl {:.2}", loss.exp()),
                     _ => String::new(),
                 };
-                let v = valid_loss.map_or(String::new(), |v| format!(" | valid loss {v:.4}"));
+                let v = valid_loss.map_or(String::new(), |v| {
+                    format!(
+                        " | valid loss {v:.4} ({})",
+                        opts.objective.describe(v, valid_accuracy)
+                    )
+                });
                 eprintln!(
                     "step {step:>6}/{} loss {loss:.4}{extra} lr {lr:.2e} {tps:.0} tok/s{v}",
                     opts.steps
@@ -505,7 +540,12 @@ pub fn fit<B, M, O, FR>(
 ) -> Result<(M::InnerModule, FitReport), TrainError>
 where
     B: AutodiffBackend,
-    M: TrainStep<Output = StepOutput<B>> + AutodiffModule<B> + core::fmt::Display + 'static,
+    M: TrainStep<Output = StepOutput<B>>
+        + AutodiffModule<B>
+        + OnlineKmeans<<M as TrainStep>::Input>
+        + core::fmt::Display
+        + 'static,
+    <M as TrainStep>::Input: Clone,
     M::InnerModule: InferenceStep<Output = StepOutput<B::InnerBackend>>,
     O: Optimizer<M, B> + 'static,
     FR: FileRecorder<B> + FileRecorder<B::InnerBackend> + Clone + 'static,
@@ -585,6 +625,7 @@ where
     let shared = Arc::new(Mutex::new(Shared {
         losses: vec![],
         valid: vec![],
+        valid_accuracy: vec![],
         error: None,
         end_step: start.step,
     }));
@@ -639,6 +680,7 @@ where
             end_step: shared.end_step,
             losses: std::mem::take(&mut shared.losses),
             valid: std::mem::take(&mut shared.valid),
+            valid_accuracy: std::mem::take(&mut shared.valid_accuracy),
         },
     ))
 }

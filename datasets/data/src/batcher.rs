@@ -14,6 +14,7 @@ use crate::cifar::CifarImage;
 use crate::imagenet::Image64;
 use crate::listops::ListOpsExample;
 use crate::pathfinder::PathfinderExample;
+use crate::retrieval::RetrievalPair;
 use crate::text::mlm::{mask_tokens, MlmConfig};
 
 /// An item that a model reads as a sequence of token ids.
@@ -190,6 +191,47 @@ impl<B: Backend, I: SequenceItem> Batcher<B, I, ClassificationBatch<B>> for Clas
         let labels: Vec<i64> = items.iter().map(|i| i.label() as i64).collect();
         ClassificationBatch {
             tokens: int2(data, n, self.seq_len, device),
+            labels: Tensor::from_data(TensorData::new(labels, [n]), device),
+        }
+    }
+}
+
+/// A batch of document pairs (LRA Retrieval, dual encoder).
+#[derive(Debug, Clone)]
+pub struct PairBatch<B: Backend> {
+    /// First documents, `[batch, seq_len]`.
+    pub a: Tensor<B, 2, Int>,
+    /// Second documents, `[batch, seq_len]`.
+    pub b: Tensor<B, 2, Int>,
+    /// 1 where the documents match, `[batch]`.
+    pub labels: Tensor<B, 1, Int>,
+}
+
+/// Batches [`RetrievalPair`]s, each document padded or truncated to `seq_len`.
+#[derive(Debug, Clone)]
+pub struct PairBatcher {
+    /// Length of each document.
+    pub seq_len: usize,
+    /// Padding id.
+    pub pad: u32,
+}
+
+impl<B: Backend> Batcher<B, RetrievalPair, PairBatch<B>> for PairBatcher {
+    fn batch(&self, items: Vec<RetrievalPair>, device: &B::Device) -> PairBatch<B> {
+        let (a, n) = stack(
+            items.iter().map(|i| Cow::Borrowed(i.a.as_slice())),
+            self.seq_len,
+            self.pad,
+        );
+        let (b, _) = stack(
+            items.iter().map(|i| Cow::Borrowed(i.b.as_slice())),
+            self.seq_len,
+            self.pad,
+        );
+        let labels: Vec<i64> = items.iter().map(|i| i.label as i64).collect();
+        PairBatch {
+            a: int2(a, n, self.seq_len, device),
+            b: int2(b, n, self.seq_len, device),
             labels: Tensor::from_data(TensorData::new(labels, [n]), device),
         }
     }

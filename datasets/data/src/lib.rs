@@ -23,7 +23,7 @@ pub use archive::{sha256_file, verify_sha256, Checksums};
 
 pub use batcher::{
     ClassificationBatch, ClassificationBatcher, LmBatch, LmBatcher, MlmBatch, MlmBatcher,
-    SequenceDataset, SequenceItem, TokenSequence,
+    PairBatch, PairBatcher, SequenceDataset, SequenceItem, TokenSequence,
 };
 pub use cifar::{Cifar10, CifarImage};
 pub use error::{DataError, Result};

@@ -39,6 +39,7 @@ const OP_P: f64 = 0.25;
 
 /// Generator settings (defaults are LRA's).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ListOpsConfig {
     /// Deepest operator nesting.
     pub max_depth: usize,

@@ -26,6 +26,7 @@ pub const INK: u8 = 255;
 /// Generator settings; the difficulty knobs are `path_len`, `distractors`,
 /// `dash`/`gap` and `curvature`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PathfinderConfig {
     /// Image side in pixels (LRA: 32, 64, 128, 256).
     pub side: usize,

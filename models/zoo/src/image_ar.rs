@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use combiner::Mode;
 use combiner_data::batcher::LmBatch;
-use combiner_nn::{masked_cross_entropy, Objective, StepOutput, Trunk, TrunkConfig};
+use combiner_nn::{masked_cross_entropy, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig};
 use serde::{Deserialize, Serialize};
 
 /// Start-of-image token id.
@@ -83,6 +83,12 @@ impl<B: Backend> ImageAr<B> {
     /// - `inputs`: `[batch, seq]` (start token then values), `seq <= height * width * channels`
     /// - output: `[batch, seq, 256]`
     pub fn forward(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.head.forward(self.trunk.forward(self.embed(inputs)))
+    }
+
+    /// Value plus factorized row, column and channel position embeddings,
+    /// `[batch, seq]` -> `[batch, seq, d_model]`.
+    fn embed(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, len] = inputs.dims();
         let device = inputs.device();
         let pos = crate::positions::<B>(b, len, &device);
@@ -93,11 +99,10 @@ impl<B: Backend> ImageAr<B> {
             .remainder_scalar(per_row)
             .div_scalar(self.channels as i64);
         let chan = pos.remainder_scalar(self.channels as i64);
-        let x = self.values.forward(inputs)
+        self.values.forward(inputs)
             + self.rows.forward(row)
             + self.cols.forward(col)
-            + self.chans.forward(chan);
-        self.head.forward(self.trunk.forward(x))
+            + self.chans.forward(chan)
     }
 
     /// Loss and counts of a batch.
@@ -159,5 +164,17 @@ impl<B: Backend> InferenceStep for ImageAr<B> {
 
     fn step(&self, batch: LmBatch<B>) -> StepOutput<B> {
         self.forward_step(batch)
+    }
+}
+
+impl<B: Backend> OnlineKmeans<LmBatch<B>> for ImageAr<B> {
+    fn has_centroids(&self) -> bool {
+        self.trunk.has_centroids()
+    }
+
+    fn update_centroids(mut self, batch: &LmBatch<B>) -> Self {
+        let x = self.embed(batch.inputs.clone());
+        self.trunk = self.trunk.update_centroids(x);
+        self
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use combiner::Mode;
 use combiner_data::batcher::LmBatch;
-use combiner_nn::{masked_cross_entropy, Objective, StepOutput, Trunk, TrunkConfig};
+use combiner_nn::{masked_cross_entropy, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig};
 use serde::{Deserialize, Serialize};
 
 /// Language model configuration.
@@ -50,10 +50,14 @@ impl<B: Backend> Lm<B> {
     /// # Shapes
     /// - `inputs`: `[batch, seq]` -> logits `[batch, seq, vocab]`
     pub fn forward(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.head.forward(self.trunk.forward(self.embed(inputs)))
+    }
+
+    /// Token plus position embeddings, `[batch, seq]` -> `[batch, seq, d_model]`.
+    fn embed(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, len] = inputs.dims();
         let pos = crate::positions::<B>(b, len, &inputs.device());
-        let x = self.tokens.forward(inputs) + self.positions.forward(pos);
-        self.head.forward(self.trunk.forward(x))
+        self.tokens.forward(inputs) + self.positions.forward(pos)
     }
 
     /// Loss and counts of a batch.
@@ -113,5 +117,17 @@ impl<B: Backend> InferenceStep for Lm<B> {
 
     fn step(&self, batch: LmBatch<B>) -> StepOutput<B> {
         self.forward_step(batch)
+    }
+}
+
+impl<B: Backend> OnlineKmeans<LmBatch<B>> for Lm<B> {
+    fn has_centroids(&self) -> bool {
+        self.trunk.has_centroids()
+    }
+
+    fn update_centroids(mut self, batch: &LmBatch<B>) -> Self {
+        let x = self.embed(batch.inputs.clone());
+        self.trunk = self.trunk.update_centroids(x);
+        self
     }
 }

@@ -6,8 +6,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use combiner::Mode;
-use combiner_data::batcher::ClassificationBatch;
-use combiner_nn::{masked_cross_entropy, Objective, StepOutput, Trunk, TrunkConfig};
+use combiner_data::batcher::{ClassificationBatch, PairBatch};
+use combiner_nn::{masked_cross_entropy, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig};
 use serde::{Deserialize, Serialize};
 
 /// How a sequence becomes one vector (the paper tries both per model).
@@ -83,20 +83,9 @@ impl<B: Backend> Lra<B> {
     /// # Shapes
     /// - `tokens`: `[batch, seq]` -> `[batch, d_model]`
     pub fn encode(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
-        let [b, len] = tokens.dims();
-        let device = tokens.device();
+        let [b, _] = tokens.dims();
         let not_pad = tokens.clone().not_equal_elem(self.pad).float(); // [b, len]
-        let (tokens, len) = match self.pooling {
-            Pooling::Cls => (
-                Tensor::cat(vec![Tensor::full([b, 1], self.cls, &device), tokens], 1),
-                len + 1,
-            ),
-            Pooling::Mean => (tokens, len),
-        };
-        let pos = crate::positions::<B>(b, len, &device);
-        let h = self
-            .trunk
-            .forward(self.tokens.forward(tokens) + self.positions.forward(pos));
+        let h = self.trunk.forward(self.embed(tokens));
         let d = h.dims()[2];
         match self.pooling {
             Pooling::Cls => h.narrow(1, 0, 1).reshape([b, d]),
@@ -106,6 +95,27 @@ impl<B: Backend> Lra<B> {
                     / w.sum_dim(1).reshape([b, 1]).clamp_min(1.0)
             }
         }
+    }
+
+    /// Token and position embeddings, with the CLS token in front under CLS
+    /// pooling: `[batch, len]` -> `[batch, len (+ 1), d_model]`.
+    fn embed(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [b, len] = tokens.dims();
+        let device = tokens.device();
+        let (tokens, len) = match self.pooling {
+            Pooling::Cls => (
+                Tensor::cat(vec![Tensor::full([b, 1], self.cls, &device), tokens], 1),
+                len + 1,
+            ),
+            Pooling::Mean => (tokens, len),
+        };
+        let pos = crate::positions::<B>(b, len, &device);
+        self.tokens.forward(tokens) + self.positions.forward(pos)
+    }
+
+    /// The transformer trunk.
+    pub fn trunk(&self) -> &Trunk<B> {
+        &self.trunk
     }
 
     /// Class logits of single sequences.
@@ -161,5 +171,84 @@ impl<B: Backend> InferenceStep for Lra<B> {
 
     fn step(&self, batch: ClassificationBatch<B>) -> StepOutput<B> {
         self.forward_step(batch)
+    }
+}
+
+/// The dual encoder of LRA Retrieval: one shared [`Lra`] encoder reads both
+/// documents and [`Lra::forward_pair`] classifies the pair.
+#[derive(Module, Debug)]
+pub struct Retrieval<B: Backend> {
+    /// The shared encoder and heads.
+    pub encoder: Lra<B>,
+}
+
+impl LraConfig {
+    /// Builds the dual encoder for document pairs.
+    pub fn init_retrieval<B: Backend>(&self, device: &B::Device) -> Retrieval<B> {
+        Retrieval {
+            encoder: self.init(device),
+        }
+    }
+}
+
+impl<B: Backend> Retrieval<B> {
+    /// Loss and correct count of a batch of pairs.
+    pub fn forward_step(&self, batch: PairBatch<B>) -> StepOutput<B> {
+        let [b, len] = batch.a.dims();
+        let logits = self.encoder.forward_pair(batch.a, batch.b);
+        let pred = logits.clone().argmax(1).reshape([b]);
+        let correct = pred.equal(batch.labels.clone()).int().sum();
+        StepOutput {
+            loss: masked_cross_entropy(logits, batch.labels, None),
+            correct: Some(correct),
+            count: b,
+            tokens: 2 * b * len,
+            objective: Objective::Classification,
+        }
+    }
+}
+
+impl<B: AutodiffBackend> TrainStep for Retrieval<B> {
+    type Input = PairBatch<B>;
+    type Output = StepOutput<B>;
+
+    fn step(&self, batch: PairBatch<B>) -> TrainOutput<StepOutput<B>> {
+        let out = self.forward_step(batch);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+}
+
+impl<B: Backend> InferenceStep for Retrieval<B> {
+    type Input = PairBatch<B>;
+    type Output = StepOutput<B>;
+
+    fn step(&self, batch: PairBatch<B>) -> StepOutput<B> {
+        self.forward_step(batch)
+    }
+}
+
+impl<B: Backend> OnlineKmeans<ClassificationBatch<B>> for Lra<B> {
+    fn has_centroids(&self) -> bool {
+        self.trunk.has_centroids()
+    }
+
+    fn update_centroids(mut self, batch: &ClassificationBatch<B>) -> Self {
+        let x = self.embed(batch.tokens.clone());
+        self.trunk = self.trunk.update_centroids(x);
+        self
+    }
+}
+
+impl<B: Backend> OnlineKmeans<PairBatch<B>> for Retrieval<B> {
+    fn has_centroids(&self) -> bool {
+        self.encoder.trunk.has_centroids()
+    }
+
+    fn update_centroids(mut self, batch: &PairBatch<B>) -> Self {
+        // both documents of every pair, as one batch
+        let tokens = Tensor::cat(vec![batch.a.clone(), batch.b.clone()], 0);
+        let x = self.encoder.embed(tokens);
+        self.encoder.trunk = self.encoder.trunk.update_centroids(x);
+        self
     }
 }

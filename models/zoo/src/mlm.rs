@@ -7,7 +7,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use combiner::Mode;
 use combiner_data::batcher::MlmBatch;
-use combiner_nn::{masked_cross_entropy, Objective, StepOutput, Trunk, TrunkConfig};
+use combiner_nn::{masked_cross_entropy, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig};
 use serde::{Deserialize, Serialize};
 
 /// Masked LM configuration.
@@ -50,10 +50,14 @@ impl<B: Backend> Mlm<B> {
     /// # Shapes
     /// - `inputs`: `[batch, seq]` -> logits `[batch, seq, vocab]`
     pub fn forward(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        self.head.forward(self.trunk.forward(self.embed(inputs)))
+    }
+
+    /// Token plus position embeddings, `[batch, seq]` -> `[batch, seq, d_model]`.
+    fn embed(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, len] = inputs.dims();
         let pos = crate::positions::<B>(b, len, &inputs.device());
-        let x = self.tokens.forward(inputs) + self.positions.forward(pos);
-        self.head.forward(self.trunk.forward(x))
+        self.tokens.forward(inputs) + self.positions.forward(pos)
     }
 
     /// Loss over masked positions and counts.
@@ -88,5 +92,17 @@ impl<B: Backend> InferenceStep for Mlm<B> {
 
     fn step(&self, batch: MlmBatch<B>) -> StepOutput<B> {
         self.forward_step(batch)
+    }
+}
+
+impl<B: Backend> OnlineKmeans<MlmBatch<B>> for Mlm<B> {
+    fn has_centroids(&self) -> bool {
+        self.trunk.has_centroids()
+    }
+
+    fn update_centroids(mut self, batch: &MlmBatch<B>) -> Self {
+        let x = self.embed(batch.inputs.clone());
+        self.trunk = self.trunk.update_centroids(x);
+        self
     }
 }

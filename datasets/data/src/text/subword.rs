@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::models::unigram::{Unigram, UnigramTrainer};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
 use tokenizers::{
     AddedToken, DecoderWrapper, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
     PreTokenizerWrapper, Tokenizer, TokenizerBuilder,
@@ -16,6 +18,19 @@ use crate::error::{DataError, Result};
 
 /// Special tokens, in id order: padding, end of document, mask.
 pub const SPECIALS: [&str; 3] = ["<pad>", "<eos>", "<mask>"];
+
+/// The unknown piece of a unigram model (id 3; BPE is byte-level and needs none).
+pub const UNK: &str = "<unk>";
+
+/// Which subword model to train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubwordModel {
+    /// Byte-level BPE (GPT-2's form): every string round-trips.
+    Bpe,
+    /// Unigram language model with SentencePiece's whitespace marker (the
+    /// paper's 32k SentencePiece vocabulary is of this kind).
+    Unigram,
+}
 
 /// A trained subword tokenizer (`tokenizer.json`).
 pub struct SubwordTokenizer {
@@ -47,43 +62,96 @@ impl SubwordTokenizer {
         I: Iterator<Item = S> + Send,
         S: AsRef<str> + Send,
     {
-        let trainer = BpeTrainerBuilder::new()
-            .show_progress(false)
-            .vocab_size(vocab_size)
-            .min_frequency(2)
-            .special_tokens(
-                SPECIALS
-                    .iter()
-                    .map(|s| AddedToken::from(*s, true))
-                    .collect(),
-            )
-            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-            .build();
-        let mut trainer = TrainerWrapper::from(trainer);
-        // No normalizer and no prefix space: decode(encode(x)) must give x back byte for byte.
-        let byte_level = ByteLevel::new(false, false, true);
-        let mut tokenizer: Tokenizer = TokenizerBuilder::<
-            ModelWrapper,
-            NormalizerWrapper,
-            PreTokenizerWrapper,
-            PostProcessorWrapper,
-            DecoderWrapper,
-        >::new()
-        .with_model(BPE::default().into())
-        .with_normalizer(None)
-        .with_pre_tokenizer(Some(byte_level.into()))
-        .with_post_processor(None)
-        .with_decoder(Some(byte_level.into()))
-        .build()
-        .map_err(|e| tok_err(out, e))?
-        .into();
+        Self::train_model(SubwordModel::Bpe, texts, vocab_size, out)
+    }
+
+    /// Trains a subword model of `kind` with `vocab_size` ids (specials
+    /// included) on `texts` and saves it to `out`.
+    pub fn train_model<I, S>(
+        kind: SubwordModel,
+        texts: I,
+        vocab_size: usize,
+        out: &Path,
+    ) -> Result<Self>
+    where
+        I: Iterator<Item = S> + Send,
+        S: AsRef<str> + Send,
+    {
+        let specials = |extra: &[&str]| -> Vec<AddedToken> {
+            SPECIALS
+                .iter()
+                .chain(extra)
+                .map(|s| AddedToken::from(*s, true))
+                .collect()
+        };
+        let builder = || {
+            TokenizerBuilder::<
+                ModelWrapper,
+                NormalizerWrapper,
+                PreTokenizerWrapper,
+                PostProcessorWrapper,
+                DecoderWrapper,
+            >::new()
+            .with_normalizer(None)
+            .with_post_processor(None)
+        };
+        let mut tokenizer: Tokenizer = match kind {
+            SubwordModel::Bpe => {
+                // No normalizer and no prefix space: decode(encode(x)) must give x back byte for byte.
+                let byte_level = ByteLevel::new(false, false, true);
+                builder()
+                    .with_model(BPE::default().into())
+                    .with_pre_tokenizer(Some(byte_level.into()))
+                    .with_decoder(Some(byte_level.into()))
+                    .build()
+                    .map_err(|e| tok_err(out, e))?
+                    .into()
+            }
+            SubwordModel::Unigram => {
+                // SentencePiece's form: whitespace becomes a visible piece marker
+                let meta = Metaspace::new('\u{2581}', PrependScheme::Always, true);
+                let meta_dec = Metaspace::new('\u{2581}', PrependScheme::Always, true);
+                builder()
+                    .with_model(Unigram::default().into())
+                    .with_pre_tokenizer(Some(meta.into()))
+                    .with_decoder(Some(meta_dec.into()))
+                    .build()
+                    .map_err(|e| tok_err(out, e))?
+                    .into()
+            }
+        };
+        let mut trainer = match kind {
+            SubwordModel::Bpe => TrainerWrapper::from(
+                BpeTrainerBuilder::new()
+                    .show_progress(false)
+                    .vocab_size(vocab_size)
+                    .min_frequency(2)
+                    .special_tokens(specials(&[]))
+                    .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
+                    .build(),
+            ),
+            SubwordModel::Unigram => TrainerWrapper::from(
+                UnigramTrainer::builder()
+                    .show_progress(false)
+                    .vocab_size(vocab_size as u32)
+                    .special_tokens(specials(&[UNK]))
+                    .unk_token(Some(UNK.to_string()))
+                    .build()
+                    .map_err(|e| tok_err(out, e))?,
+            ),
+        };
         tokenizer
             .train(&mut trainer, texts)
             .map_err(|e| tok_err(out, e))?;
         if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DataError::io("create", dir, e))?;
         }
-        tokenizer.save(out, false).map_err(|e| tok_err(out, e))?;
+        // written beside, then renamed: a killed run never leaves half a tokenizer
+        let partial = out.with_extension("json.partial");
+        tokenizer
+            .save(&partial, false)
+            .map_err(|e| tok_err(out, e))?;
+        std::fs::rename(&partial, out).map_err(|e| DataError::io("rename", out, e))?;
         Ok(Self {
             inner: tokenizer,
             path: out.to_path_buf(),
