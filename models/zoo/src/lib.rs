@@ -2,10 +2,10 @@
 //! ([`AttentionConfig`](combiner_attention::AttentionConfig)) and the backend:
 //!
 //! - [`image_ar`]: decoder over sub-pixels with factorized position
-//!   embeddings; metric bits/dim (Tables 1, 2).
-//! - [`lm`]: decoder language model; metric perplexity (Table 5).
+//!   embeddings; metric bits/dim (Table 1).
+//! - [`lm`]: decoder language model; metric perplexity (Tables 2, 3).
 //! - [`mlm`]: encoder masked LM; perplexity over masked tokens (Table 6).
-//! - [`lra`]: encoder classifier with CLS or MEAN pooling (Table 3).
+//! - [`lra`]: encoder classifier with CLS or MEAN pooling, and the dual encoder of Retrieval (Table 5).
 //!
 //! Every model implements burn-train's `TrainStep` / `InferenceStep` with a
 //! [`StepOutput`](combiner_nn::StepOutput).
