@@ -88,6 +88,18 @@ pub fn train(args: TrainArgs, backend: BackendKind, device: usize) -> Result<()>
         &provenance,
     )?;
     eprintln!("run directory: {}", run.path.display());
+    let resume_cmd = {
+        let mut args: Vec<String> = std::env::args().collect();
+        if !args.iter().any(|a| a == "--run-dir") {
+            args.extend(["--run-dir".to_string(), run.path.display().to_string()]);
+        }
+        if !args.iter().any(|a| a == "--resume") {
+            args.push("--resume".into());
+        }
+        args.join(" ")
+    };
+    combiner_train::install_signal_handlers()
+        .map_err(|e| anyhow::anyhow!("cannot install the Ctrl-C handler: {e}"))?;
     let job = TrainJob {
         devices: args.devices.clone().unwrap_or_default(),
         run,
@@ -97,7 +109,15 @@ pub fn train(args: TrainArgs, backend: BackendKind, device: usize) -> Result<()>
             dashboard: !args.plain && std::io::IsTerminal::is_terminal(&std::io::stdout()),
         },
     };
-    run_on(backend, device, job)
+    let result = run_on(backend, device, job);
+    if let Err(e) = &result {
+        if let Some(combiner_train::TrainError::Interrupted { .. }) =
+            e.downcast_ref::<combiner_train::TrainError>()
+        {
+            eprintln!("resume with:\n  {resume_cmd}");
+        }
+    }
+    result
 }
 
 struct TrainJob {

@@ -75,6 +75,56 @@ pub enum TrainError {
     /// Nothing to do.
     #[error("{0}")]
     Invalid(String),
+    /// Stopped by Ctrl-C / SIGTERM (or `q` in the dashboard) after a checkpoint.
+    #[error("interrupted: stopped after step {step}, whose checkpoint is in {dir}")]
+    Interrupted {
+        /// The last step, checkpointed.
+        step: usize,
+        /// The checkpoint directory.
+        dir: PathBuf,
+    },
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks a running `fit` to stop cleanly: it finishes the step in flight,
+/// validates, writes a checkpoint and returns [`TrainError::Interrupted`].
+pub fn request_stop() {
+    STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// True once [`request_stop`] was called (or a handled signal arrived).
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Makes SIGINT and SIGTERM request a clean stop ([`request_stop`]); a
+/// second one while the first is pending ends the process at once (status 130).
+#[cfg(unix)]
+pub fn install_signal_handlers() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        // order matters: the conditional exit sees the flag set by the first signal
+        signal_hook::flag::register_conditional_shutdown(sig, 130, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    std::thread::spawn(move || loop {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            if !stop_requested() {
+                eprintln!("stop requested: finishing the step in flight and writing a checkpoint (press Ctrl-C again to quit at once)");
+            }
+            request_stop();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    });
+    Ok(())
+}
+
+/// Signals are not handled on this platform.
+#[cfg(not(unix))]
+pub fn install_signal_handlers() -> std::io::Result<()> {
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
@@ -142,6 +192,45 @@ pub struct StepLog {
     /// Validation accuracy (classifiers), when evaluated at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_accuracy: Option<f64>,
+}
+
+/// On resume from `step`: lines of `metrics.jsonl` after that step (written
+/// by a run stopped after its last checkpoint) are moved to
+/// `metrics.after-checkpoint-<step>.jsonl`, so that every step appears once
+/// in the history. Both files are replaced atomically. Returns the number
+/// of lines moved.
+pub fn drop_metrics_after(run_dir: &Path, step: usize) -> Result<usize, TrainError> {
+    let path = run_dir.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(0);
+    };
+    let (mut keep, mut moved) = (String::new(), String::new());
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let after = serde_json::from_str::<StepLog>(line)
+            .map(|l| l.step > step)
+            // a torn last line of a killed run is not history either
+            .unwrap_or(true);
+        let out = if after { &mut moved } else { &mut keep };
+        out.push_str(line);
+        out.push('\n');
+    }
+    if moved.is_empty() {
+        return Ok(0);
+    }
+    let aside = run_dir.join(format!("metrics.after-checkpoint-{step}.jsonl"));
+    let write = |p: &Path, body: &str| -> Result<(), TrainError> {
+        let tmp = p.with_extension("jsonl.partial");
+        std::fs::write(&tmp, body).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, p).map_err(io(p))
+    };
+    write(&aside, &moved)?;
+    write(&path, &keep)?;
+    let n = moved.lines().count();
+    eprintln!(
+        "resuming from step {step}: {n} line(s) of metrics.jsonl after it moved to {}",
+        aside.display()
+    );
+    Ok(n)
 }
 
 /// The checkpoint directory of a run.
@@ -357,7 +446,12 @@ where
 
             let mut valid_loss = None;
             let mut valid_accuracy = None;
-            if step.is_multiple_of(opts.checkpoint_every) || step == opts.steps || step == stop_at {
+            let stopping = stop_requested() || components.interrupter.should_stop();
+            if step.is_multiple_of(opts.checkpoint_every)
+                || step == opts.steps
+                || step == stop_at
+                || stopping
+            {
                 let model = learner.model().valid();
                 let (mut sum, mut n) = (0.0, 0usize);
                 let mut correct: Option<usize> = None;
@@ -418,7 +512,10 @@ where
                 let _ = writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default());
             }
             if !opts.dashboard
-                && (step.is_multiple_of(opts.checkpoint_every) || step == 1 || step == stop_at)
+                && (step.is_multiple_of(opts.checkpoint_every)
+                    || step == 1
+                    || step == stop_at
+                    || stopping)
             {
                 let extra = match (opts.objective, valid_loss) {
                     (Objective::ImageBits, _) => {
@@ -438,7 +535,13 @@ where
                     opts.steps
                 );
             }
-            if components.interrupter.should_stop() {
+            if stopping {
+                if step < opts.steps {
+                    self.shared.lock().unwrap().error = Some(TrainError::Interrupted {
+                        step,
+                        dir: dir.clone(),
+                    });
+                }
                 break;
             }
         }
@@ -610,6 +713,9 @@ where
             "{} already holds checkpoints; resume it or choose a new run directory",
             opts.run_dir.display()
         )));
+    }
+    if opts.resume {
+        drop_metrics_after(&opts.run_dir, start.step)?;
     }
     if start.step >= opts.steps {
         return Err(TrainError::Invalid(format!(

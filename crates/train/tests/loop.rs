@@ -246,3 +246,39 @@ fn two_data_parallel_replicas_follow_the_single_device_loss_curve() {
         );
     }
 }
+
+#[test]
+fn resume_moves_metrics_after_the_checkpoint_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("metrics.jsonl");
+    let mut text = String::new();
+    for step in 1..=7 {
+        text.push_str(&format!(
+            "{{\"step\":{step},\"loss\":1.0,\"lr\":0.1,\"tokens_per_s\":1.0}}\n"
+        ));
+    }
+    text.push_str("{\"step\":8,\"lo"); // torn by a kill
+    std::fs::write(&path, text).unwrap();
+    let moved = combiner_train::drop_metrics_after(dir.path(), 4).unwrap();
+    assert_eq!(moved, 4);
+    let steps = |p: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        steps(&path),
+        (1..=4)
+            .map(|s| format!("{{\"step\":{s}"))
+            .collect::<Vec<_>>()
+    );
+    let aside = dir.path().join("metrics.after-checkpoint-4.jsonl");
+    assert_eq!(steps(&aside).len(), 4);
+    // nothing after the checkpoint: nothing moves
+    assert_eq!(
+        combiner_train::drop_metrics_after(dir.path(), 4).unwrap(),
+        0
+    );
+}

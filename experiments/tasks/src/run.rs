@@ -154,19 +154,31 @@ pub fn train<B: Backend>(run: RunDir, devices: Vec<B::Device>, opts: TrainOption
         },
     };
     let report = family::train::<Autodiff<B>>(prepared, plan)?;
-    let valid: Vec<serde_json::Value> = report
-        .valid
-        .iter()
-        .map(|&(step, loss)| {
-            let acc = report
-                .valid_accuracy
-                .iter()
-                .find(|(s, _)| *s == step)
-                .map(|a| a.1);
-            let (metric, value) = objective.metric(loss, acc);
-            serde_json::json!({ "step": step, "loss": loss, metric: value })
+    // the validation history of every segment, from metrics.jsonl (which
+    // holds each step once after a resume)
+    let history = std::fs::read_to_string(run.path.join("metrics.jsonl")).unwrap_or_default();
+    let valid: Vec<serde_json::Value> = history
+        .lines()
+        .filter_map(|l| serde_json::from_str::<combiner_train::StepLog>(l).ok())
+        .filter_map(|l| {
+            let loss = l.valid_loss?;
+            let (metric, value) = objective.metric(loss, l.valid_accuracy);
+            Some(serde_json::json!({ "step": l.step, "loss": loss, metric: value }))
         })
         .collect();
+    let path = run.path.join("report.json");
+    // every invocation of `train` on this run directory is one segment
+    let mut segments: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("segments").and_then(|s| s.as_array().cloned()))
+        .filter(|_| run.resume)
+        .unwrap_or_default();
+    segments.push(serde_json::json!({
+        "start_step": report.start_step,
+        "end_step": report.end_step,
+        "resumed": run.resume,
+    }));
     let summary = serde_json::json!({
         "task": cfg.task.name(),
         "attention": cfg.trunk.attention.name(),
@@ -176,8 +188,8 @@ pub fn train<B: Backend>(run: RunDir, devices: Vec<B::Device>, opts: TrainOption
         "final_train_loss": report.losses.last().map(|l| l.1),
         "wall_seconds": started.elapsed().as_secs_f64(),
         "valid": valid,
+        "segments": segments,
     });
-    let path = run.path.join("report.json");
     std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let last = report.valid.last().map(|&(step, loss)| {
