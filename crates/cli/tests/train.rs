@@ -123,9 +123,15 @@ fn listops_smoke_trains_resumes_and_evaluates() {
         text(&eval)
     );
 
-    let sample = combiner(&["sample", "--run-dir", run_s]);
-    assert!(!sample.status.success());
-    assert!(text(&sample).contains("generative"), "{}", text(&sample));
+    // a classifier's samples are its predictions on validation examples
+    let sample = combiner(&["sample", "--run-dir", run_s, "--count", "3"]);
+    assert!(sample.status.success(), "{}", text(&sample));
+    assert_eq!(
+        text(&sample).matches("predicted").count(),
+        4,
+        "a header and three examples: {}",
+        text(&sample)
+    );
 }
 
 #[test]

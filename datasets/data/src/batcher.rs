@@ -295,6 +295,9 @@ pub struct MlmBatcher {
     /// Masking settings.
     pub cfg: MlmConfig,
     rng: Mutex<ChaCha8Rng>,
+    /// `Some(seed)`: every sequence's mask follows only the seed and its
+    /// tokens (validation: every evaluation masks alike).
+    fixed: Option<u64>,
 }
 
 impl MlmBatcher {
@@ -305,17 +308,54 @@ impl MlmBatcher {
             pad,
             cfg,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+            fixed: None,
         }
     }
+
+    /// A batcher whose mask of a sequence depends only on `seed` and the
+    /// sequence's tokens, not on the order or number of earlier batches:
+    /// for validation sets, so that every evaluation masks the same tokens.
+    pub fn fixed(seq_len: usize, pad: u32, cfg: MlmConfig, seed: u64) -> Self {
+        Self {
+            fixed: Some(seed),
+            ..Self::new(seq_len, pad, cfg, seed)
+        }
+    }
+}
+
+/// FNV-1a over token ids: a stable per-sequence seed.
+fn fnv(tokens: &[u32]) -> u64 {
+    tokens.iter().fold(0xcbf2_9ce4_8422_2325, |h, &t| {
+        (h ^ t as u64).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl<B: Backend, I: SequenceItem> Batcher<B, I, MlmBatch<B>> for MlmBatcher {
     fn batch(&self, items: Vec<I>, device: &B::Device) -> MlmBatch<B> {
         let (data, n) = stack(items.iter().map(|i| i.tokens()), self.seq_len, self.pad);
         let tokens: Vec<u32> = data.iter().map(|&t| t as u32).collect();
-        // A poisoned lock only means another batch panicked; the RNG state is still usable.
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        let m = mask_tokens(&tokens, &self.cfg, &mut *rng);
+        let m = match self.fixed {
+            Some(seed) => {
+                let mut m = crate::text::mlm::Masked {
+                    inputs: Vec::with_capacity(tokens.len()),
+                    targets: Vec::with_capacity(tokens.len()),
+                    chosen: Vec::with_capacity(tokens.len()),
+                };
+                for row in tokens.chunks(self.seq_len.max(1)) {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ fnv(row));
+                    let r = mask_tokens(row, &self.cfg, &mut rng);
+                    m.inputs.extend(r.inputs);
+                    m.targets.extend(r.targets);
+                    m.chosen.extend(r.chosen);
+                }
+                m
+            }
+            None => {
+                // A poisoned lock only means another batch panicked; the RNG state is still usable.
+                let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+                mask_tokens(&tokens, &self.cfg, &mut *rng)
+            }
+        };
         let shape = [n, self.seq_len];
         MlmBatch {
             inputs: int2(
@@ -404,6 +444,34 @@ mod tests {
             }
         }
         assert_eq!(run(), (i, t, m));
+    }
+
+    #[test]
+    fn fixed_mlm_masks_depend_only_on_the_sequence() {
+        let dev = Default::default();
+        let items: Vec<TokenSequence> = (0..6)
+            .map(|k| {
+                seq(
+                    &(0..64).map(|i| 4 + (i * 7 + k) % 250).collect::<Vec<_>>(),
+                    0,
+                )
+            })
+            .collect();
+        let masks = |b: &MlmBatcher, items: Vec<TokenSequence>| -> Vec<bool> {
+            let out: MlmBatch<B> = b.batch(items, &dev);
+            out.mask.into_data().to_vec().unwrap()
+        };
+        let b = MlmBatcher::fixed(64, 0, MlmConfig::bytes(), 9);
+        let first = masks(&b, items.clone());
+        assert!(first.iter().any(|&x| x));
+        // the same batch again, and the same sequences in another batch split
+        assert_eq!(masks(&b, items.clone()), first);
+        let mut split = masks(&b, items[..2].to_vec());
+        split.extend(masks(&b, items[2..].to_vec()));
+        assert_eq!(split, first);
+        // the running batcher draws new masks every batch
+        let r = MlmBatcher::new(64, 0, MlmConfig::bytes(), 9);
+        assert_ne!(masks(&r, items.clone()), masks(&r, items));
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub fn train<B: AutodiffBackend>(
                 model.init(&device),
                 data,
                 MlmBatcher::new(len, pad, masking.clone(), seed),
-                MlmBatcher::new(len, pad, masking, seed.wrapping_add(VALID_MASK_SEED)),
+                MlmBatcher::fixed(len, pad, masking, seed.wrapping_add(VALID_MASK_SEED)),
                 objective,
                 plan,
             )
@@ -210,8 +210,9 @@ pub fn train<B: AutodiffBackend>(
     }
 }
 
-/// Validation masks follow their own seed, so every evaluation masks alike.
-const VALID_MASK_SEED: u64 = 0x5eed_0f_5a11;
+/// Validation masks follow their own seed and each sequence's tokens, so
+/// every evaluation (in training and in `combiner eval`) masks alike.
+const VALID_MASK_SEED: u64 = 0x005e_ed0f_5a11;
 
 fn fit_family<B, M, I, Bt, Bv>(
     model: M,
@@ -392,7 +393,7 @@ pub fn evaluate<B: Backend>(
         } => {
             let (m, step) = load_model(model.init::<B>(device), run_dir, device)?;
             let make = || {
-                MlmBatcher::new(
+                MlmBatcher::fixed(
                     model.max_len,
                     text.pad(),
                     masking.clone(),

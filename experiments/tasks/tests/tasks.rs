@@ -102,7 +102,9 @@ fn error_of(over: &[(&str, &str)]) -> String {
 fn bad_settings_are_errors_naming_the_key_and_value() {
     let dir = tempfile::tempdir().unwrap();
     load_config(&write(dir.path(), BASE), None).expect("the base is valid");
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    /// (replacements in the base config, words the error must contain)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
         (&[("n_heads = 2", "n_heads = 0")], &["trunk.n_heads", "0"]),
         (&[("n_layers = 1", "n_layers = 0")], &["trunk.n_layers"]),
         (
