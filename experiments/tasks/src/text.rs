@@ -250,6 +250,25 @@ impl Corpus {
     }
 }
 
+/// The codec of a text task's run: trains the tokenizer on the first
+/// training documents of `corpus` (at most `train_docs`, and at most the
+/// tokenizer's own `train_docs`) the first time, and reads it back after.
+pub fn run_codec(
+    settings: &TokenizerSettings,
+    corpus: &Corpus,
+    train_docs: Option<usize>,
+    data_dir: &Path,
+    run_dir: &Path,
+) -> Result<TextCodec> {
+    TextCodec::for_run(settings, run_dir, |n| {
+        let n = match (n, train_docs) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(corpus.documents(data_dir, Part::Train, n)?.into_iter())
+    })
+}
+
 /// Encodes documents, reporting progress on long corpora.
 pub fn encode_all(codec: &TextCodec, docs: &[String], what: &str) -> Result<Vec<Vec<u32>>> {
     let started = std::time::Instant::now();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{positive, Ctx, TaskSpec};
 use crate::family::{Data, Prepared};
-use crate::text::{encode_all, Corpus, Part, TextCodec, TokenizerSettings};
+use crate::text::{encode_all, run_codec, Corpus, Part, TokenizerSettings};
 
 /// `[task] kind = "lm"`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,16 +56,13 @@ impl TaskSpec for Lm {
     }
 
     fn prepare(&self, ctx: &Ctx) -> Result<Prepared> {
-        let text = TextCodec::for_run(&self.tokenizer, ctx.run_dir, |n| {
-            let n = match (n, self.train_docs) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            Ok(self
-                .corpus
-                .documents(ctx.data_dir, Part::Train, n)?
-                .into_iter())
-        })?;
+        let text = run_codec(
+            &self.tokenizer,
+            &self.corpus,
+            self.train_docs,
+            ctx.data_dir,
+            ctx.run_dir,
+        )?;
         let eos = text.eos();
         let windows = |docs: &[String], what: &str| -> Result<Vec<_>> {
             let ids = encode_all(&text, docs, what)?;
