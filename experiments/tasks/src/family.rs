@@ -237,12 +237,8 @@ where
     Bv: Batcher<B::InnerBackend, I, <M::InnerModule as InferenceStep>::Input> + 'static,
 {
     let s = &plan.settings;
+    // `fit` refuses a global batch that does not split over the devices
     let n_dev = plan.devices.len().max(1);
-    anyhow::ensure!(
-        s.batch_size.is_multiple_of(n_dev),
-        "train.batch_size = {} does not split evenly over {n_dev} devices",
-        s.batch_size
-    );
     anyhow::ensure!(
         !data.train.is_empty(),
         "the training set is empty (check the task's size settings and the prepared data)"
