@@ -80,6 +80,73 @@ pub trait BackendJob {
     }
 }
 
+/// Element type of every float tensor of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    /// 32-bit float (every backend).
+    F32,
+    /// bfloat16 (tch, cuda).
+    Bf16,
+    /// IEEE half (tch, cuda).
+    F16,
+}
+
+impl Dtype {
+    /// The name on the command line and in result files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
+/// An error where `kind` cannot run in `dtype`.
+pub fn check_dtype(kind: BackendKind, dtype: Dtype) -> Result<()> {
+    let ok = dtype == Dtype::F32 || matches!(kind, BackendKind::Tch | BackendKind::Cuda);
+    anyhow::ensure!(
+        ok,
+        "backend `{}` runs f32 only here; {} needs --backend tch or --backend cuda",
+        kind.feature(),
+        dtype.name()
+    );
+    Ok(())
+}
+
+/// [`run_on`] with every float tensor in `dtype`.
+pub fn run_on_dtype<J: BackendJob>(
+    kind: BackendKind,
+    index: usize,
+    dtype: Dtype,
+    job: J,
+) -> Result<J::Output> {
+    check_dtype(kind, dtype)?;
+    match (kind, dtype) {
+        (_, Dtype::F32) => run_on(kind, index, job),
+        #[cfg(feature = "tch")]
+        (BackendKind::Tch, Dtype::Bf16) => job
+            .run::<burn::backend::libtorch::LibTorch<burn::tensor::bf16>>(
+                burn::backend::libtorch::LibTorchDevice::Cuda(index),
+            ),
+        #[cfg(feature = "tch")]
+        (BackendKind::Tch, Dtype::F16) => job
+            .run::<burn::backend::libtorch::LibTorch<burn::tensor::f16>>(
+                burn::backend::libtorch::LibTorchDevice::Cuda(index),
+            ),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Dtype::Bf16) => job
+            .run::<burn::backend::cuda::Cuda<burn::tensor::bf16>>(
+                burn::backend::cuda::CudaDevice::new(index),
+            ),
+        #[cfg(feature = "cuda")]
+        (BackendKind::Cuda, Dtype::F16) => job.run::<burn::backend::cuda::Cuda<burn::tensor::f16>>(
+            burn::backend::cuda::CudaDevice::new(index),
+        ),
+        _ => Err(not_compiled(kind)),
+    }
+}
+
 /// Runs `job` on the backend `kind`, device `index`, or explains which cargo
 /// feature is missing.
 pub fn run_on<J: BackendJob>(kind: BackendKind, index: usize, job: J) -> Result<J::Output> {

@@ -31,8 +31,10 @@ macro_rules! outln {
 }
 
 mod backend;
+mod bench;
 mod data;
 mod plan;
+mod table;
 mod train;
 
 use std::process::ExitCode;
@@ -111,6 +113,18 @@ enum Command {
                       combiner sample --run-dir runs/lm-smoke --count 2 --tokens 100 --temperature 0.8"
     )]
     Sample(train::RunDirArgs),
+    /// Run one of the paper's tables (each row in each column is a resumable run) and
+    /// write our numbers beside the paper's: results.md, results.csv, curves.png.
+    #[command(
+        after_help = "Examples:\n  combiner table table1 --preset smoke --rows transformer,combiner-axial\n  \
+                      combiner table table5 --list\n  \
+                      combiner --backend tch table table1 --preset small --columns cifar10 --parallel 2\n  \
+                      combiner table table1 --preset small --report-only"
+    )]
+    Table(table::TableArgs),
+    /// Benchmarks: one attention layer's time and memory against length (Figure 3).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Writes to stdout; a closed pipe ends the process with the shell's SIGPIPE
@@ -135,6 +149,8 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args, cli.backend, cli.device),
         Command::Eval(args) => train::eval(args, cli.backend, cli.device),
         Command::Sample(args) => train::sample(args, cli.backend, cli.device),
+        Command::Table(args) => table::table(args, cli.backend, cli.device),
+        Command::Bench(cmd) => bench::run(cmd, cli.backend, cli.device),
     };
     // Print the cause chain ourselves: anyhow's `main` report adds a stack
     // backtrace whenever RUST_BACKTRACE is set, which buries the message.

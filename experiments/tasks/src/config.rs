@@ -70,7 +70,7 @@ fn final_fraction() -> f64 {
 
 /// Deep-merges `over` into `base` (tables merge, other values replace; a
 /// table with another `kind` replaces the whole table).
-fn merge(base: &mut toml::Value, over: toml::Value) {
+pub(crate) fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         // a different `kind` is a different enum variant: replace, do not mix keys
         (toml::Value::Table(b), toml::Value::Table(o))
@@ -102,7 +102,7 @@ pub fn presets_of(path: &Path) -> Result<Vec<String>> {
         .unwrap_or_default())
 }
 
-fn read_toml(path: &Path) -> Result<toml::Value> {
+pub(crate) fn read_toml(path: &Path) -> Result<toml::Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))
@@ -111,6 +111,18 @@ fn read_toml(path: &Path) -> Result<toml::Value> {
 /// Reads a config file, applies the named preset from its `[presets.<name>]`
 /// table, and checks every setting ([`RunConfig::validate`]).
 pub fn load_config(path: &Path, preset: Option<&str>) -> Result<RunConfig> {
+    let value = with_preset(path, preset)?;
+    let source = format!(
+        "{}{}",
+        path.display(),
+        preset.map(|p| format!(" (preset {p})")).unwrap_or_default()
+    );
+    resolve(value, &source)
+}
+
+/// A config file as TOML with the named preset merged in (the `presets`
+/// table removed); an unknown preset is an error naming the known ones.
+pub(crate) fn with_preset(path: &Path, preset: Option<&str>) -> Result<toml::Value> {
     let mut value = read_toml(path)?;
     let presets = value.as_table_mut().and_then(|t| t.remove("presets"));
     if let Some(name) = preset {
@@ -132,11 +144,11 @@ pub fn load_config(path: &Path, preset: Option<&str>) -> Result<RunConfig> {
             })?;
         merge(&mut value, table);
     }
-    let source = format!(
-        "{}{}",
-        path.display(),
-        preset.map(|p| format!(" (preset {p})")).unwrap_or_default()
-    );
+    Ok(value)
+}
+
+/// Turns merged TOML into a checked [`RunConfig`]; errors name `source`.
+pub(crate) fn resolve(value: toml::Value, source: &str) -> Result<RunConfig> {
     let cfg: RunConfig = value
         .try_into()
         .with_context(|| format!("{source} is not a valid run config"))?;
@@ -236,7 +248,7 @@ impl RunConfig {
             )
         })?;
         if let combiner_attention::AttentionConfig::Combiner { plan, .. } = attn {
-            plan.layout(len, mode).map_err(|e| {
+            plan.component_layouts(len, mode).map_err(|e| {
                 anyhow::anyhow!(
                     "trunk.attention.plan: {e} (the task `{}` gives the attention sequences of length {len})",
                     self.task.name()

@@ -15,7 +15,9 @@
 
 pub mod config;
 pub mod family;
+pub mod plot;
 pub mod run;
+pub mod table;
 pub mod tasks;
 pub mod text;
 

@@ -59,6 +59,16 @@ pub fn open_run(
     let path = run_dir.unwrap_or_else(|| {
         PathBuf::from("runs").join(format!("{stem}-{}", preset.unwrap_or("base")))
     });
+    open_run_dir(cfg, path, resume, provenance)
+}
+
+/// Prepares `path` for a run of the resolved `cfg` (see [`open_run`]).
+pub fn open_run_dir(
+    cfg: RunConfig,
+    path: PathBuf,
+    resume: bool,
+    provenance: &Provenance,
+) -> Result<RunDir> {
     let resolved = toml::to_string_pretty(&cfg).context("cannot serialize the resolved config")?;
     let cfg_path = path.join("config.toml");
     if resume {

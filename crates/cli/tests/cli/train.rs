@@ -1,23 +1,8 @@
 //! `combiner train | eval | sample` end to end on the smoke preset (CPU).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn combiner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_combiner"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("run combiner")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use super::common::{combiner, text};
 
 const LISTOPS: &str = "experiments/lra/listops.toml";
 

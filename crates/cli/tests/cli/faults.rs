@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::common::command;
+
 const CONFIG: &str = r#"
 [task]
 kind = "listops"
@@ -26,18 +28,13 @@ lr = 1e-3
 checkpoint_every = 7
 "#;
 
-fn root() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../..")
-}
-
 fn start(cfg: &Path, run: &Path, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_combiner"))
+    command()
         .args(["train", "--plain", "--config"])
         .arg(cfg)
         .arg("--run-dir")
         .arg(run)
         .args(extra)
-        .current_dir(root())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

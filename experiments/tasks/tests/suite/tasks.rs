@@ -369,3 +369,79 @@ fn image_family_loss_falls_on_repeated_batches() {
     );
     assert_falls("image", &l, 0.5);
 }
+
+#[test]
+fn every_table_resolves_every_cell_at_every_preset() {
+    let root = experiments().join("..");
+    for name in ["table1", "table2", "table3", "table5", "table6"] {
+        let path = root.join("experiments").join(name).join("table.toml");
+        let table = combiner_tasks::table::load_table(path.to_str().unwrap())
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(table.name, name);
+        for preset in ["smoke", "small", "paper"] {
+            let cells = table
+                .cells(preset, Path::new("runs"), None, None)
+                .unwrap_or_else(|e| panic!("{name} preset {preset}: {e:#}"));
+            // every row appears in every column it does not exclude
+            let expected: usize = table
+                .def
+                .rows
+                .iter()
+                .map(|r| r.only.as_ref().map_or(table.def.columns.len(), Vec::len))
+                .sum();
+            assert_eq!(cells.len(), expected, "{name} {preset}");
+            for c in &cells {
+                let row = table.def.rows.iter().find(|r| r.name == c.row).unwrap();
+                assert_eq!(
+                    toml::Value::try_from(&c.cfg.trunk.attention)
+                        .unwrap()
+                        .get("kind"),
+                    row.attention.get("kind"),
+                    "{name} {preset} {}: the row's attention is the cell's",
+                    c.row
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_table_with_an_unknown_column_or_row_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = experiments().join("lra/listops.toml");
+    let table = |rows: &str| {
+        let p = dir.path().join("t.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "title = \"t\"\nmetric = \"accuracy\"\n[[columns]]\nname = \"a\"\nconfig = {:?}\n{rows}",
+                cfg.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+        combiner_tasks::table::load_table(p.to_str().unwrap())
+    };
+    let ok = table("[[rows]]\nname = \"X\"\nattention = { kind = \"vanilla\" }\n").unwrap();
+    let err = ok
+        .cells("smoke", Path::new("runs"), Some(&["nope".into()]), None)
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("no row `nope`"), "{err:#}");
+    let err =
+        table("[[rows]]\nname = \"X\"\nattention = { kind = \"vanilla\" }\npaper = { b = 1.0 }\n")
+            .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("paper.b is not a column"),
+        "{err:#}"
+    );
+    let err = table("[[rows]]\nname = \"X\"\nattention = { kind = \"vanilla\" }\nversus = \"Y\"\n")
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("versus = \"Y\" is not a row"),
+        "{err:#}"
+    );
+    let bad = table("[[rows]]\nname = \"X\"\nattention = { kind = \"warp\" }\n").unwrap();
+    let err = bad
+        .cells("smoke", Path::new("runs"), None, None)
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("row `X`"), "{err:#}");
+}

@@ -1,44 +1,10 @@
 //! End-to-end tests of the `combiner` binary.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use safetensors::{Dtype, SafeTensors};
 
-fn combiner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_combiner"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .expect("the combiner binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Fails the test with both streams when the command did not succeed.
-fn ok(args: &[&str]) -> String {
-    let out = combiner(args);
-    assert!(
-        out.status.success(),
-        "combiner {args:?} failed\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn fails(args: &[&str]) -> String {
-    let out = combiner(args);
-    assert!(
-        !out.status.success(),
-        "combiner {args:?} should fail\nstdout:\n{}",
-        text(&out.stdout)
-    );
-    text(&out.stderr)
-}
+use super::common::*;
 
 #[test]
 fn every_subcommand_has_help_with_an_example() {
@@ -107,8 +73,8 @@ fn verify_fails_a_broken_plan_and_names_it() {
         "64,256",
     ]);
     assert!(!out.status.success());
-    assert!(text(&out.stdout).contains("FAIL axial-vertical [lm]"));
-    assert!(text(&out.stderr).contains("1 of 1 plan/mode checks failed: axial-vertical [lm]"));
+    assert!(stdout(&out).contains("FAIL axial-vertical [lm]"));
+    assert!(stderr(&out).contains("1 of 1 plan/mode checks failed: axial-vertical [lm]"));
 }
 
 fn png_size(path: &Path) -> (u32, u32) {

@@ -5,73 +5,9 @@
 //! missing these tests print a skip notice, except under `CI=true`, where
 //! they fail.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use super::common::{fails_with as fails, ok_with as ok, shared_archive};
 
 const WIKITEXT2: &str = "wikitext-2-eval.tar.xz";
-
-fn combiner(args: &[&str], envs: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_combiner"));
-    cmd.args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("COMBINER_DATA");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("the combiner binary runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Runs a command that must succeed; returns its stdout.
-fn ok(args: &[&str], envs: &[(&str, &Path)]) -> String {
-    let out = combiner(args, envs);
-    assert!(
-        out.status.success(),
-        "combiner {args:?} failed\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
-
-/// Runs a command that must fail; returns stdout and stderr together.
-fn fails(args: &[&str], envs: &[(&str, &Path)]) -> String {
-    let out = combiner(args, envs);
-    assert!(
-        !out.status.success(),
-        "combiner {args:?} should fail\nstdout:\n{}\nstderr:\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    text(&out.stdout) + &text(&out.stderr)
-}
-
-/// The shipped data folder if it holds `archive`; `None` (after a skip
-/// notice) when it does not, and a failure when it does not under CI=true.
-fn shared_archive(test: &str, archive: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("COMBINER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"));
-    let path = dir.join(archive);
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{test}: the shipped archive {} is missing, and CI=true requires it \
-             (set COMBINER_SHARED_DATA to the folder holding the shared data archives)",
-            path.display()
-        );
-    }
-    eprintln!(
-        "SKIPPED {test}: {} not found (set COMBINER_SHARED_DATA to the shared data folder)",
-        path.display()
-    );
-    None
-}
 
 #[test]
 fn data_help_texts_name_commands_datasets_and_examples() {

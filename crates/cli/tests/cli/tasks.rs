@@ -4,26 +4,12 @@
 //! produces the family's samples. Without the shipped data these tests print
 //! a skip notice, except under `CI=true`, where they fail.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::sync::OnceLock;
 
-fn combiner(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_combiner"))
-        .args(args)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-        .output()
-        .expect("run combiner")
-}
+use super::common::{combiner, shared_archive, text};
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
+/// Runs a command that must succeed; returns stdout and stderr together.
 fn ok(args: &[&str]) -> String {
     let o = combiner(args);
     assert!(
@@ -32,12 +18,6 @@ fn ok(args: &[&str]) -> String {
         text(&o)
     );
     text(&o)
-}
-
-fn shared_dir() -> PathBuf {
-    std::env::var_os("COMBINER_SHARED_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"))
 }
 
 /// The datasets the smoke presets read, prepared once for all tests here.
@@ -55,23 +35,13 @@ fn data_dir() -> Option<&'static Path> {
             ),
             ("tiny-imagenet-val", "tiny-imagenet-64-val.tar.xz"),
         ];
-        let shared = shared_dir();
-        if let Some((_, missing)) = needed.iter().find(|(_, a)| !shared.join(a).is_file()) {
-            let path = shared.join(missing);
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "the shipped archive {} is missing, and CI=true requires it \
-                     (set COMBINER_SHARED_DATA to the folder holding the shared data archives)",
-                    path.display()
-                );
-            }
-            eprintln!("SKIPPED task smoke tests: {} not found", path.display());
-            return None;
+        let mut archives = Vec::new();
+        for (name, archive) in needed {
+            archives.push((name, shared_archive("task smoke tests", archive)?));
         }
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        for (name, archive) in needed {
-            let from = shared.join(archive);
+        for (name, from) in archives {
             ok(&[
                 "data",
                 "prepare",
@@ -220,4 +190,88 @@ fn pathfinder_smoke_trains_and_shows_predictions() {
         "{eval}"
     );
     assert!(sample.contains("predicted"), "{sample}");
+}
+
+/// `combiner table <t> --preset smoke` trains every cell, writes results
+/// whose numbers are the last validation of each cell's own run, and a
+/// second invocation trains nothing (finished cells are skipped). Table 1
+/// runs its CIFAR-10 column only: ImageNet-64's 12,288-long sequences take
+/// minutes per row on the CPU (the task's own smoke test covers them).
+#[test]
+fn every_table_smoke_writes_results_from_its_runs() {
+    let Some(d) = data_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().join("runs");
+    for (table, metric, columns) in [
+        ("table1", "bits/dim", "cifar10"),
+        ("table2", "perplexity", "2k,8k"),
+        ("table3", "perplexity", "8k"),
+        (
+            "table5",
+            "accuracy",
+            "listops,text,retrieval,image,pathfinder",
+        ),
+        ("table6", "perplexity", "2k,8k"),
+    ] {
+        let results = tmp.path().join("results").join(table);
+        let args = [
+            "table",
+            table,
+            "--preset",
+            "smoke",
+            "--runs-dir",
+            runs.to_str().unwrap(),
+            "--results-dir",
+            results.to_str().unwrap(),
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--devices",
+            "0,0",
+            "--columns",
+            columns,
+        ];
+        let first = ok(&args);
+        assert!(first.contains("cells have a result"), "{first}");
+        let csv = std::fs::read_to_string(results.join("results.csv")).unwrap();
+        let md = std::fs::read_to_string(results.join("results.md")).unwrap();
+        assert!(
+            results.join("curves.png").is_file(),
+            "{table}: no curves.png"
+        );
+        let lines: Vec<&str> = csv.lines().skip(1).collect();
+        assert!(!lines.is_empty(), "{table}: empty results.csv");
+        for line in &lines {
+            // table,preset,"column","row",metric,ours,paper,...
+            let f: Vec<&str> = line.split(',').collect();
+            let (column, row) = (f[2].trim_matches('"'), f[3].trim_matches('"'));
+            let dir = Path::new(f.last().unwrap().trim_matches('"'));
+            assert!(dir.starts_with(&runs), "{table}: {line}");
+            let report: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap())
+                    .unwrap();
+            let last = report["valid"].as_array().unwrap().last().unwrap()[metric]
+                .as_f64()
+                .unwrap();
+            let shown = if metric == "accuracy" {
+                format!("{:.2}", 100.0 * last)
+            } else {
+                format!("{last:.3}")
+            };
+            assert_eq!(f[4], metric, "{table}: {line}");
+            assert_eq!(
+                f[5], shown,
+                "{table} {column}/{row}: results.csv is not its run's"
+            );
+            assert!(
+                md.contains(&format!("| {row} |")),
+                "{table}: row {row} missing"
+            );
+        }
+        let again = ok(&args);
+        assert_eq!(
+            again.matches("done already, skipped").count(),
+            lines.len(),
+            "{table}: a finished table trains again:\n{again}"
+        );
+    }
 }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Figure 3 on one GPU: `combiner bench attention` (burn-tch) and the PyTorch
+# companion (scripts/bench_attention_torch.py) at the same shapes, in the
+# same job, then one report with both. Expects gpu-bin/combiner.xz (a tch
+# build). Writes $OUT/attention.{png,md} and the JSON files of both sides.
+#   LENGTHS=1024,4096,16384 DTYPE=bf16 MODE=lm bash scripts/gpu_bench_attention.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+xz -dkf gpu-bin/combiner.xz && chmod +x gpu-bin/combiner
+TD=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
+export LD_LIBRARY_PATH=$TD/lib:$TD/../nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
+BIN=$PWD/gpu-bin/combiner
+LENGTHS=${LENGTHS:-1024,2048,4096,8192,16384,32768,65536}
+DTYPE=${DTYPE:-bf16}
+MODE=${MODE:-lm}
+SHAPE="--batch ${BATCH:-1} --heads ${HEADS:-8} --head-dim ${HEAD_DIM:-64} --dtype $DTYPE --mode $MODE --warmup ${WARMUP:-3} --repeats ${REPEATS:-10}"
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown); binary: $($BIN --version)"
+  echo "shape: L in $LENGTHS, $SHAPE"
+} | tee "$OUT/summary.txt"
+python3 scripts/bench_attention_torch.py --lengths "$LENGTHS" $SHAPE \
+    --out "$OUT/pytorch-$DTYPE-$MODE.json" 2> "$OUT/pytorch.log"
+tail -n 3 "$OUT/pytorch.log"
+$BIN --backend tch bench attention --lengths "$LENGTHS" $SHAPE --out "$OUT" \
+    --reference "$OUT/pytorch-$DTYPE-$MODE.json" 2> "$OUT/combiner.log"
+tail -n 3 "$OUT/combiner.log"
+cat "$OUT/pytorch.log" "$OUT/combiner.log" >> "$OUT/summary.txt"
+rm -f "$OUT/pytorch.log" "$OUT/combiner.log"
