@@ -193,9 +193,12 @@ pub struct Measurement {
 pub struct BenchFile {
     /// `combiner` or `pytorch`.
     pub implementation: String,
-    /// Backend (ours) or torch version (PyTorch).
+    /// Backend (ours).
     #[serde(default)]
     pub backend: Option<String>,
+    /// PyTorch version (the PyTorch script).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torch: Option<String>,
     /// The GPU or CPU.
     #[serde(default)]
     pub device: Option<String>,
@@ -322,6 +325,7 @@ fn attention(args: AttentionArgs, backend: BackendKind, device: usize) -> Result
     let file = BenchFile {
         implementation: "combiner".into(),
         backend: Some(backend.feature().into()),
+        torch: None,
         device: Some(device_name(backend, device)),
         dtype: args.dtype.name().into(),
         mode: args.mode.name().into(),
@@ -615,14 +619,16 @@ fn report(files: &[BenchFile], out: &Path) -> Result<()> {
             }),
         ],
     )?;
-    // the reference at each length: the fastest ok SDPA kernel of a PyTorch file
-    let reference = |len: usize, get: &dyn Fn(&Measurement) -> Option<f64>| {
+    // the references at each length: PyTorch's whole layer (the unit we
+    // time) and its fastest SDPA kernel alone
+    let reference = |len: usize, layer: bool| {
         files
             .iter()
             .filter(|f| f.implementation == "pytorch")
             .flat_map(|f| f.results.iter())
-            .filter(|m| m.length == len && m.model.starts_with("sdpa"))
-            .filter_map(|m| Some((get(m)?, m.model.clone())))
+            .filter(|m| m.length == len && (m.model == "sdpa-layer") == layer)
+            .filter(|m| m.model.starts_with("sdpa"))
+            .filter_map(|m| Some((m.forward_backward_ms?, m.model.clone())))
             .min_by(|a, b| a.0.total_cmp(&b.0))
     };
     let mut md = String::from("# One attention layer: time and peak memory\n\n");
@@ -630,7 +636,10 @@ fn report(files: &[BenchFile], out: &Path) -> Result<()> {
         md += &format!(
             "- {}: {} on {}, {}, batch {}, {} heads x {}, {} mode{}\n",
             f.implementation,
-            f.backend.clone().unwrap_or_default(),
+            f.backend
+                .clone()
+                .or(f.torch.as_ref().map(|t| format!("torch {t}")))
+                .unwrap_or_default(),
             f.device.clone().unwrap_or_default(),
             f.dtype,
             f.batch,
@@ -643,24 +652,28 @@ fn report(files: &[BenchFile], out: &Path) -> Result<()> {
                 .unwrap_or_default()
         );
     }
-    md += "\nOurs times the whole layer (q, k, v and output projections included); \
-           PyTorch's SDPA rows time the attention kernel alone. `ratio` is our time \
-           over the fastest SDPA kernel at that length (below 1: faster).\n\n";
-    md += "| model | L | fwd ms | fwd+bwd ms | peak MiB | fwd+bwd ratio to SDPA | status |\n|---|---:|---:|---:|---:|---|---|\n";
+    md += "\nOurs times a whole attention layer (q, k, v and output projections included), \
+           as does PyTorch's `sdpa-layer`; the other PyTorch rows time the attention kernel \
+           alone. The speeds are PyTorch's forward+backward time over ours at that length \
+           (above 1: ours is faster).\n\n";
+    md += "| model | L | fwd ms | fwd+bwd ms | peak MiB | speed vs sdpa-layer | speed vs fastest SDPA kernel | status |\n|---|---:|---:|---:|---:|---:|---|---|\n";
     for (name, ms) in &series {
         for m in ms {
-            let ratio = match (
-                m.forward_backward_ms,
-                reference(m.length, &|m| m.forward_backward_ms),
-            ) {
-                (Some(ours), Some((r, k))) if !name.contains("(pytorch") => {
-                    format!("{:.2} ({k})", ours / r)
+            let ours_side = !name.contains("(pytorch");
+            let ratio = |layer: bool| match (m.forward_backward_ms, reference(m.length, layer)) {
+                (Some(ours), Some((r, k))) if ours_side => {
+                    if layer {
+                        format!("{:.2}x", r / ours)
+                    } else {
+                        format!("{:.2}x ({k})", r / ours)
+                    }
                 }
                 _ => String::new(),
             };
+            let (vs_layer, vs_kernel) = (ratio(true), ratio(false));
             let f = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
             md += &format!(
-                "| {name} | {} | {} | {} | {} | {ratio} | {} |\n",
+                "| {name} | {} | {} | {} | {} | {vs_layer} | {vs_kernel} | {} |\n",
                 m.length,
                 f(m.forward_ms),
                 f(m.forward_backward_ms),
