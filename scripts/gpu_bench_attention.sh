@@ -24,8 +24,28 @@ SHAPE="--batch ${BATCH:-1} --heads ${HEADS:-8} --head-dim ${HEAD_DIM:-64} --dtyp
 python3 scripts/bench_attention_torch.py --lengths "$LENGTHS" $SHAPE \
     --out "$OUT/pytorch-$DTYPE-$MODE.json" 2> "$OUT/pytorch.log"
 tail -n 3 "$OUT/pytorch.log"
-$BIN --backend tch bench attention --lengths "$LENGTHS" $SHAPE --out "$OUT" \
-    --reference "$OUT/pytorch-$DTYPE-$MODE.json" 2> "$OUT/combiner.log"
+# lengths outer, models inner, each cell under a time limit, and no new cell
+# after BUDGET seconds: a slow or hung cell costs only the longest lengths
+DEADLINE=$(( $(date +%s) + ${BUDGET:-420} ))
+for L in ${LENGTHS//,/ }; do
+  for m in ${MODELS:-vanilla performer bigbird sparse-fixed sparse-axial combiner-fixed combiner-axial combiner-mixture combiner-logsparse}; do
+    if [ "$(date +%s)" -ge "$DEADLINE" ]; then echo "$m L=$L: not run (budget of ${BUDGET:-420} s spent)" >> "$OUT/combiner.log"; continue; fi
+    timeout "${CELL_BUDGET:-60}" $BIN --backend tch bench attention --models "$m" --lengths "$L" $SHAPE \
+        --out "/tmp/bench/$m-$L" 2>> "$OUT/combiner.log" || echo "$m L=$L: stopped after ${CELL_BUDGET:-60} s" >> "$OUT/combiner.log"
+  done
+done
+python3 - "$OUT/combiner-tch-$DTYPE-$MODE.json" $(ls -tr /tmp/bench/*/combiner-*.json) <<'PY'
+import json, sys
+files = [json.load(open(p)) for p in sys.argv[2:]]
+order = {}
+rows = [r for f in files for r in f["results"]]
+for r in rows:
+    order.setdefault(r["model"], len(order))
+rows.sort(key=lambda r: (order[r["model"]], r["length"]))
+merged = dict(files[0], results=rows)
+json.dump(merged, open(sys.argv[1], "w"), indent=1)
+PY
+$BIN bench report "$OUT/combiner-tch-$DTYPE-$MODE.json" "$OUT/pytorch-$DTYPE-$MODE.json" --out "$OUT" 2>> "$OUT/combiner.log"
 tail -n 3 "$OUT/combiner.log"
 cat "$OUT/pytorch.log" "$OUT/combiner.log" >> "$OUT/summary.txt"
 rm -f "$OUT/pytorch.log" "$OUT/combiner.log"

@@ -32,7 +32,7 @@ use burn::train::renderer::MetricsRenderer;
 use burn::train::{
     EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningCheckpointer,
     LearningComponentsMarker, LearningComponentsTypes, SupervisedLearningStrategy,
-    SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainStep,
+    SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainOutput, TrainStep,
     TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy, ValidLoader,
 };
 use combiner_nn::{Objective, OnlineKmeans, StepOutput};
@@ -357,31 +357,55 @@ where
         let stop_at = opts
             .stop_after
             .map_or(opts.steps, |n| (self.start.step + n).min(opts.steps));
+        // with several devices, one round of batches (one per device) runs
+        // concurrently, one thread per replica; their outputs are then taken
+        // in device order, exactly as a sequential loop would
+        let mut ready: std::collections::VecDeque<(TrainOutput<StepOutput<B>>, Progress)> =
+            Default::default();
         while step < stop_at {
-            let d = batch_index % n_dev;
-            let mut batch = None;
-            for (k, it) in iters.iter_mut().enumerate() {
-                let b = it.next();
-                if k == d {
-                    batch = b;
+            if n_dev > 1 && ready.is_empty() {
+                let mut round = Vec::with_capacity(n_dev);
+                for _ in 0..n_dev {
+                    let d = batch_index % n_dev;
+                    let mut batch = None;
+                    for (k, it) in iters.iter_mut().enumerate() {
+                        let b = it.next();
+                        if k == d {
+                            batch = b;
+                        }
+                    }
+                    let Some(batch) = batch else { break };
+                    batch_index += 1;
+                    if kmeans && d == 0 {
+                        kmeans_batch = Some(batch.clone());
+                    }
+                    round.push((batch, iters[d].progress()));
                 }
+                let model = learner.model();
+                let outs = run_replicas(&model, &self.device, &self.devices, round);
+                ready.extend(outs);
             }
-            let Some(batch) = batch else { break };
-            batch_index += 1;
-            let progress = iters[d].progress();
-            if kmeans && d == 0 {
-                kmeans_batch = Some(batch.clone());
-            }
-            if pending == 0 {
-                learner.lr_step();
-            }
-            let out = if n_dev == 1 {
-                learner.train_step(batch)
+            let (out, progress) = if n_dev == 1 {
+                let mut batch = None;
+                if let Some(b) = iters[0].next() {
+                    batch = Some(b);
+                }
+                let Some(batch) = batch else { break };
+                batch_index += 1;
+                let progress = iters[0].progress();
+                if kmeans {
+                    kmeans_batch = Some(batch.clone());
+                }
+                if pending == 0 {
+                    learner.lr_step();
+                }
+                (learner.train_step(batch), progress)
             } else {
-                let replica = learner.model().fork(&self.devices[d]);
-                let mut out = replica.step(batch);
-                out.grads = out.grads.to_device(&self.device, &learner.model());
-                out
+                let Some(next) = ready.pop_front() else { break };
+                if pending == 0 {
+                    learner.lr_step();
+                }
+                next
             };
             let loss = loss_of(&out.item);
             if !loss.is_finite() {
@@ -551,6 +575,48 @@ where
         drop(checkpointer);
         (learner.model(), processor)
     }
+}
+
+/// Runs `f(i, item)` for every item at once, each on its own scoped thread,
+/// and returns the results in item order (a panic in one is re-raised).
+pub fn in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + Sync) -> Vec<R> {
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| s.spawn(move || f(i, item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Runs one batch per device concurrently ([`in_parallel`]): each replica
+/// is a fork of `model` on its device; the outputs come back in device
+/// order with their gradients moved to `main`.
+fn run_replicas<B, M>(
+    model: &M,
+    main: &B::Device,
+    devices: &[B::Device],
+    round: Vec<(M::Input, Progress)>,
+) -> Vec<(TrainOutput<M::Output>, Progress)>
+where
+    B: AutodiffBackend,
+    M: TrainStep + AutodiffModule<B>,
+    M::Input: Send,
+    M::Output: Send,
+{
+    let models: Vec<M> = (0..round.len()).map(|_| model.clone()).collect();
+    let jobs: Vec<_> = round.into_iter().zip(models).collect();
+    in_parallel(jobs, |d, ((batch, progress), model)| {
+        let replica = model.clone().fork(&devices[d]);
+        let mut out = replica.step(batch);
+        out.grads = out.grads.to_device(main, &model);
+        (out, progress)
+    })
 }
 
 /// Multiplies every gradient in `grads` by `factor` (turning the sum over

@@ -282,3 +282,22 @@ fn resume_moves_metrics_after_the_checkpoint_aside() {
         0
     );
 }
+
+#[test]
+fn data_parallel_replicas_run_at_the_same_time() {
+    // the replicas of one step meet at a barrier: run one after the other
+    // they would wait forever, so the watchdog turns that into a failure
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let barrier = std::sync::Barrier::new(3);
+        let out = combiner_train::in_parallel(vec![10, 20, 30], |i, x| {
+            barrier.wait();
+            x + i
+        });
+        tx.send(out).ok();
+    });
+    let out = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the replicas did not run concurrently");
+    assert_eq!(out, vec![10, 21, 32], "results come back in device order");
+}

@@ -188,6 +188,7 @@ pub fn train<B: Backend>(run: RunDir, devices: Vec<B::Device>, opts: TrainOption
         "start_step": report.start_step,
         "end_step": report.end_step,
         "resumed": run.resume,
+        "wall_seconds": started.elapsed().as_secs_f64(),
     }));
     let summary = serde_json::json!({
         "task": cfg.task.name(),

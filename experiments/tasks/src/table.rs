@@ -352,6 +352,29 @@ pub fn state(cell: &Cell) -> CellState {
     }
 }
 
+/// The wall time of every segment of a report summed, or the last one's
+/// where a segment does not record its own.
+fn wall_seconds(report: &serde_json::Value) -> Option<f64> {
+    let per_segment: Option<f64> = report
+        .get("segments")?
+        .as_array()?
+        .iter()
+        .map(|s| s.get("wall_seconds")?.as_f64())
+        .sum();
+    per_segment.or_else(|| report.get("wall_seconds")?.as_f64())
+}
+
+/// The step the first recorded training invocation started from (above 0
+/// when an interrupted invocation left no report).
+fn first_start(report: Option<&serde_json::Value>) -> Option<u64> {
+    report?
+        .get("segments")?
+        .as_array()?
+        .first()?
+        .get("start_step")?
+        .as_u64()
+}
+
 fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
@@ -367,8 +390,11 @@ pub struct CellResult {
     pub value: Option<f64>,
     /// Steps trained / steps planned.
     pub steps: (usize, usize),
-    /// Wall time of the last training segment.
+    /// Wall time of all training invocations (of the last one where older
+    /// reports do not record each).
     pub wall_seconds: Option<f64>,
+    /// Training invocations (more than one: the run was resumed).
+    pub segments: usize,
     /// Validation curve: (step, metric).
     pub curve: Vec<(f64, f64)>,
     /// `commit`, `backend`, `device` from the run's `run.txt`.
@@ -410,7 +436,12 @@ pub fn results(table: &Table, cells: &[Cell]) -> Vec<CellResult> {
             let finished = end >= planned;
             let status = match (&error, finished, report.is_some()) {
                 (Some(e), _, _) => format!("failed: {}", e.lines().next().unwrap_or("").trim()),
-                (None, true, _) => "ok".to_string(),
+                (None, true, _) => match first_start(report.as_ref()) {
+                    Some(at) if at > 0 => {
+                        format!("ok (resumed at step {at}; wall time from there)")
+                    }
+                    _ => "ok".to_string(),
+                },
                 (None, false, true) => format!("stopped at step {end} of {planned}"),
                 (None, false, false) => "not run".to_string(),
             };
@@ -422,9 +453,11 @@ pub fn results(table: &Table, cells: &[Cell]) -> Vec<CellResult> {
                     .map(|c| c.1)
                     .filter(|_| finished && error.is_none()),
                 steps: (end, planned),
-                wall_seconds: report
+                wall_seconds: report.as_ref().and_then(wall_seconds),
+                segments: report
                     .as_ref()
-                    .and_then(|r| r.get("wall_seconds")?.as_f64()),
+                    .and_then(|r| Some(r.get("segments")?.as_array()?.len()))
+                    .unwrap_or(0),
                 curve,
                 provenance,
                 status,
@@ -442,6 +475,16 @@ fn higher_is_better(metric: &str) -> bool {
 fn fmt(metric: &str, v: f64) -> String {
     if higher_is_better(metric) {
         format!("{:.2}", 100.0 * v)
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// A paper number as the paper prints it: accuracy in percent with two
+/// decimals, bits/dim with three, perplexity with two (three below 10).
+fn fmt_paper(metric: &str, v: f64) -> String {
+    if higher_is_better(metric) || (metric == "perplexity" && v >= 10.0) {
+        format!("{v:.2}")
     } else {
         format!("{v:.3}")
     }
@@ -499,7 +542,7 @@ pub fn write_results(
             q(&r.row),
             metric,
             r.value.map(|v| fmt(metric, v)).unwrap_or_default(),
-            paper.map(|p| p.to_string()).unwrap_or_default(),
+            paper.map(|&p| fmt_paper(metric, p)).unwrap_or_default(),
             r.steps.0,
             r.steps.1,
             r.wall_seconds
@@ -554,7 +597,7 @@ pub fn write_results(
             let paper = row
                 .paper
                 .get(&c.name)
-                .map(|p| p.to_string())
+                .map(|&p| fmt_paper(metric, p))
                 .unwrap_or_else(|| "—".into());
             md += &format!(" {ours} | {paper} |");
         }
@@ -623,11 +666,11 @@ pub fn write_results(
     }
 
     // the runs
-    md += "\n## Runs\n\n| Column | Row | Steps | Wall s | Status | Commit | Backend | Device |\n|---|---|---:|---:|---|---|---|---|\n";
+    md += "\n## Runs\n\nWall time sums a run's training invocations (runs written before invocations recorded their own time give the last one's).\n\n| Column | Row | Steps | Wall s | Invocations | Status | Commit | Backend | Device |\n|---|---|---:|---:|---:|---|---|---|---|\n";
     for r in results {
         let p = |k: &str| r.provenance.get(k).cloned().unwrap_or_default();
         md += &format!(
-            "| {} | {} | {}/{} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {}/{} | {} | {} | {} | {} | {} | {} |\n",
             r.column,
             r.row,
             r.steps.0,
@@ -635,6 +678,7 @@ pub fn write_results(
             r.wall_seconds
                 .map(|w| format!("{w:.0}"))
                 .unwrap_or_default(),
+            r.segments,
             r.status,
             p("commit"),
             p("backend"),
