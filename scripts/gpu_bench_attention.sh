@@ -4,14 +4,7 @@
 # same job, then one report with both. Expects gpu-bin/combiner.xz (a tch
 # build). Writes $OUT/attention.{png,md} and the JSON files of both sides.
 #   LENGTHS=1024,4096,16384 DTYPE=bf16 MODE=lm bash scripts/gpu_bench_attention.sh
-set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-xz -dkf gpu-bin/combiner.xz && chmod +x gpu-bin/combiner
-TD=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
-export LD_LIBRARY_PATH=$TD/lib:$TD/../nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
-BIN=$PWD/gpu-bin/combiner
+source "$(dirname "$0")/gpu_env.sh"
 LENGTHS=${LENGTHS:-1024,2048,4096,8192,16384,32768,65536}
 DTYPE=${DTYPE:-bf16}
 MODE=${MODE:-lm}

@@ -4,14 +4,7 @@
 # then tokens/s are not speed figures, the runs share the GPU). Expects gpu-bin/ with the xz-compressed tch binary and the
 # data archives (see the README's "Results" section); writes
 # $OUT/summary.txt and $OUT/runs.tar.gz (run directories without checkpoints).
-set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-xz -dkf gpu-bin/combiner.xz && chmod +x gpu-bin/combiner
-TD=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
-export LD_LIBRARY_PATH=$TD/lib:$TD/../nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
-BIN=$PWD/gpu-bin/combiner
+source "$(dirname "$0")/gpu_env.sh"
 DATA=/tmp/data
 RUNS=/tmp/runs
 mkdir -p $RUNS

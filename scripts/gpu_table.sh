@@ -5,14 +5,7 @@
 # checkpoints, so that `--report-only` can rebuild the results elsewhere).
 # Expects gpu-bin/combiner.xz and the data archives the table's columns need.
 #   TABLE=table1 ARGS="--columns cifar10 --parallel 3" BUDGET=540 bash scripts/gpu_table.sh
-set -uo pipefail
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-xz -dkf gpu-bin/combiner.xz && chmod +x gpu-bin/combiner
-TD=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__))')
-export LD_LIBRARY_PATH=$TD/lib:$TD/../nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
-BIN=$PWD/gpu-bin/combiner
+source "$(dirname "$0")/gpu_env.sh"
 DATA=/tmp/data
 RUNS=/tmp/runs
 for pair in ${PREPARE:-"cifar10:cifar10-jpeg.tar.xz"}; do
