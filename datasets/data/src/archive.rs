@@ -99,6 +99,17 @@ pub fn for_each_member(
             return Ok(());
         }
     }
+    // the tar end marker can come before the end of the compressed stream:
+    // read the stream to its end so that a cut or damaged tail (xz index,
+    // footer, checksum) is an error too
+    let mut rest = archive.into_inner();
+    std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| {
+        DataError::archive(
+            path,
+            &last,
+            format!("the compressed stream does not end cleanly after the last member: {e}"),
+        )
+    })?;
     progress(total, total);
     Ok(())
 }

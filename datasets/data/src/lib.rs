@@ -13,6 +13,8 @@ pub mod retrieval;
 pub mod text;
 
 #[cfg(test)]
+mod corruption_tests;
+#[cfg(test)]
 pub(crate) mod testutil;
 
 use std::fmt;

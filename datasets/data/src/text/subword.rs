@@ -160,7 +160,14 @@ impl SubwordTokenizer {
 
     /// Loads a saved `tokenizer.json`.
     pub fn load(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path).map_err(|e| tok_err(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| DataError::io("read", path, e))?;
+        // a cut file is invalid JSON: say so before `tokenizers` sees it (its
+        // deserializers panic on some malformed input instead of erring)
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| tok_err(path, format!("not valid JSON: {e}")))?;
+        let inner = std::panic::catch_unwind(|| <Tokenizer as std::str::FromStr>::from_str(&text))
+            .map_err(|_| tok_err(path, "not a tokenizer the `tokenizers` crate can read"))?
+            .map_err(|e| tok_err(path, e))?;
         Ok(Self {
             inner,
             path: path.to_path_buf(),
