@@ -301,3 +301,47 @@ fn data_parallel_replicas_run_at_the_same_time() {
         .expect("the replicas did not run concurrently");
     assert_eq!(out, vec![10, 21, 32], "results come back in device order");
 }
+
+#[test]
+fn a_damaged_checkpoint_is_an_error_naming_it() {
+    for (what, damage) in [
+        ("truncated to half", 0usize),
+        ("truncated to 10 bytes", 1),
+        ("a byte flipped", 2),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        run(dir.path(), 8, 1e-2, false, Some(4)).unwrap();
+        let ckpt = std::fs::read_dir(dir.path().join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("model-4")
+            })
+            .expect("the step-4 model checkpoint");
+        let mut bytes = std::fs::read(&ckpt).unwrap();
+        match damage {
+            0 => bytes.truncate(bytes.len() / 2),
+            1 => bytes.truncate(10),
+            _ => {
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0xA5;
+            }
+        }
+        std::fs::write(&ckpt, &bytes).unwrap();
+        let outcome = std::panic::catch_unwind(|| run(dir.path(), 8, 1e-2, true, None));
+        match outcome {
+            Err(_) => panic!("{what}: resuming panicked"),
+            Ok(Ok(_)) => {
+                // a flipped byte inside a weight is still a readable record
+                assert_eq!(damage, 2, "{what}: the damage went unnoticed");
+            }
+            Ok(Err(e)) => {
+                let text = e.to_string();
+                assert!(text.contains("model-4"), "{what}: {text}");
+            }
+        }
+    }
+}
