@@ -20,6 +20,8 @@ use crate::{
     SparseFixedConfig, SparseStridedConfig,
 };
 
+pub(crate) use combiner::plan::ceil_sqrt;
+
 /// A sparse pattern compiled for one length: a span-free layout plus rows
 /// that attend to their whole support.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -161,18 +163,6 @@ pub(crate) fn neighbour_items(
     (b.saturating_sub(before)..=(b + after).min(bl.len() - 1))
         .flat_map(|c| bl[c].iter().copied())
         .collect()
-}
-
-/// `ceil(sqrt(n))`, at least 1: the default block size of the `O(L sqrt L)` patterns.
-pub(crate) fn ceil_sqrt(n: usize) -> usize {
-    let mut s = (n as f64).sqrt() as usize;
-    while s * s < n {
-        s += 1;
-    }
-    while s > 1 && (s - 1) * (s - 1) >= n {
-        s -= 1;
-    }
-    s.max(1)
 }
 
 /// Which exact sparse pattern a [`Sparse`] module runs.

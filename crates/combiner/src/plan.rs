@@ -146,7 +146,9 @@ pub enum PlanError {
 pub const PLAN_NAMES: &str =
     "fixed, logsparse, axial-vertical, axial-horizontal, axial-rowmajor, mixture, learnable";
 
-fn ceil_sqrt(n: usize) -> usize {
+/// `ceil(sqrt(n))`, at least 1: the default block size, axial width and
+/// cluster count of the `O(L sqrt L)` plans (and of the sparse baselines).
+pub fn ceil_sqrt(n: usize) -> usize {
     let mut s = (n as f64).sqrt() as usize;
     while s * s < n {
         s += 1;
