@@ -33,6 +33,10 @@ pub enum BenchCommand {
     )]
     Attention(AttentionArgs),
     /// Merge benchmark JSON files (ours and PyTorch's) into attention.png and attention.md.
+    #[command(
+        after_help = "Example:\n  combiner bench report experiments/bench/results/h200-tch-bf16-lm/combiner-tch-bf16-lm.json \\\n    \
+                      experiments/bench/results/h200-tch-bf16-lm/pytorch-bf16-lm.json --out /tmp/report"
+    )]
     Report(ReportArgs),
 }
 

@@ -123,7 +123,11 @@ enum Command {
     )]
     Table(table::TableArgs),
     /// Benchmarks: one attention layer's time and memory against length (Figure 3).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  combiner bench attention --lengths 256,512 --heads 2 --head-dim 16 --repeats 2\n  \
+                      combiner --backend tch bench attention --dtype bf16 --lengths 1024,16384,65536 --out bench/h200"
+    )]
     Bench(bench::BenchCommand),
 }
 

@@ -8,12 +8,16 @@ use super::common::*;
 
 #[test]
 fn every_subcommand_has_help_with_an_example() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 9] = [
         (&[], "verify, draw and run factorization plans"),
         (&["plan"], "Verify, draw and run factorization plans"),
         (&["plan", "verify"], "full support"),
         (&["plan", "show"], "effective attention"),
         (&["plan", "apply"], "safetensors"),
+        (&["table"], "results.md"),
+        (&["bench"], "Figure 3"),
+        (&["bench", "attention"], "--reference"),
+        (&["bench", "report"], "attention.png"),
     ];
     for (cmd, purpose) in cases {
         let args: Vec<&str> = cmd.iter().copied().chain(["--help"]).collect();
