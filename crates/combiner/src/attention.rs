@@ -223,7 +223,13 @@ pub fn plan_attention<B: Backend>(
                 };
                 learnable_attention(q.clone(), k.clone(), v.clone(), c, mode, abs)
             }
-            p => combiner_attention(q.clone(), k.clone(), v.clone(), &p.layout(len, mode)?, abs),
+            p => combiner_attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                &*p.cached_layout(len, mode)?,
+                abs,
+            ),
         };
         out = Some(match out {
             Some(acc) => acc + o,

@@ -262,6 +262,33 @@ impl Plan {
         }
     }
 
+    /// [`Plan::layout`], built once per (plan, length, mode) in a process
+    /// and shared afterwards: a layout of length `L` holds `O(L sqrt L)`
+    /// indices, too many to rebuild on every forward pass. The cache keeps
+    /// the 16 most recent layouts' worth (it is emptied when full).
+    pub fn cached_layout(
+        &self,
+        len: usize,
+        mode: Mode,
+    ) -> Result<std::sync::Arc<Layout>, PlanError> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+        type Cache = Mutex<HashMap<(String, usize, Mode), Arc<Layout>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let key = (format!("{self:?}"), len, mode);
+        if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(hit.clone());
+        }
+        let layout = Arc::new(self.layout(len, mode)?);
+        let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= 16 {
+            map.clear();
+        }
+        map.insert(key, layout.clone());
+        Ok(layout)
+    }
+
     /// Layouts of every component, for `len` (learnable: `clusters` regions
     /// of consecutive positions, a fixed stand-in for data-driven clusters).
     pub fn component_layouts(&self, len: usize, mode: Mode) -> Result<Vec<Layout>, PlanError> {
@@ -687,5 +714,27 @@ pub fn routing_layout(regions: &[usize], mode: Mode) -> Layout {
                 terms: vec![direct, spans],
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    #[test]
+    fn cached_layouts_are_built_once_and_equal_fresh_ones() {
+        for plan in [
+            Plan::Fixed { block: None },
+            Plan::AxialRowmajor { grid: None },
+            Plan::Logsparse,
+        ] {
+            for mode in [Mode::Lm, Mode::Mlm] {
+                let a = plan.cached_layout(37, mode).unwrap();
+                let b = plan.cached_layout(37, mode).unwrap();
+                assert!(std::sync::Arc::ptr_eq(&a, &b), "{plan:?} {mode:?}: built twice");
+                assert_eq!(*a, plan.layout(37, mode).unwrap(), "{plan:?} {mode:?}");
+            }
+        }
+        assert!(Plan::Fixed { block: Some(0) }.cached_layout(8, Mode::Lm).is_err());
     }
 }
