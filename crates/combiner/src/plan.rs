@@ -731,10 +731,15 @@ mod cache_tests {
             for mode in [Mode::Lm, Mode::Mlm] {
                 let a = plan.cached_layout(37, mode).unwrap();
                 let b = plan.cached_layout(37, mode).unwrap();
-                assert!(std::sync::Arc::ptr_eq(&a, &b), "{plan:?} {mode:?}: built twice");
+                assert!(
+                    std::sync::Arc::ptr_eq(&a, &b),
+                    "{plan:?} {mode:?}: built twice"
+                );
                 assert_eq!(*a, plan.layout(37, mode).unwrap(), "{plan:?} {mode:?}");
             }
         }
-        assert!(Plan::Fixed { block: Some(0) }.cached_layout(8, Mode::Lm).is_err());
+        assert!(Plan::Fixed { block: Some(0) }
+            .cached_layout(8, Mode::Lm)
+            .is_err());
     }
 }
