@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use combiner::{Grid, Partition};
 
 /// Direct part, in PNG and terminal.
@@ -256,16 +256,5 @@ pub fn write_png(path: &Path, cells: &[[u8; 3]], n: usize, scale: usize) -> Resu
             rgb.extend_from_slice(&line);
         }
     }
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), side as u32, side as u32);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc
-        .write_header()
-        .with_context(|| format!("writing {}", path.display()))?;
-    writer
-        .write_image_data(&rgb)
-        .and_then(|()| writer.finish())
-        .with_context(|| format!("writing {}", path.display()))
+    combiner_tasks::plot::write_rgb_png(path, side as u32, side as u32, &rgb)
 }
