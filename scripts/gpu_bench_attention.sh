@@ -30,12 +30,7 @@ done
 python3 - "$OUT/combiner-tch-$DTYPE-$MODE.json" $(ls -tr /tmp/bench/*/combiner-*.json) <<'PY'
 import json, sys
 files = [json.load(open(p)) for p in sys.argv[2:]]
-order = {}
-rows = [r for f in files for r in f["results"]]
-for r in rows:
-    order.setdefault(r["model"], len(order))
-rows.sort(key=lambda r: (order[r["model"]], r["length"]))
-merged = dict(files[0], results=rows)
+merged = dict(files[0], results=[r for f in files for r in f["results"]])
 json.dump(merged, open(sys.argv[1], "w"), indent=1)
 PY
 $BIN bench report "$OUT/combiner-tch-$DTYPE-$MODE.json" "$OUT/pytorch-$DTYPE-$MODE.json" --out "$OUT" 2>> "$OUT/combiner.log"

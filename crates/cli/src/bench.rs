@@ -586,13 +586,16 @@ fn report(files: &[BenchFile], out: &Path) -> Result<()> {
     };
     let mut series: Vec<(String, Vec<&Measurement>)> = Vec::new();
     for f in files {
-        let mut names: Vec<&str> = f.results.iter().map(|m| m.model.as_str()).collect();
-        names.dedup();
+        let mut names: Vec<&str> = Vec::new();
+        for m in &f.results {
+            if !names.contains(&m.model.as_str()) {
+                names.push(&m.model);
+            }
+        }
         for n in names {
-            series.push((
-                label(f, n),
-                f.results.iter().filter(|m| m.model == n).collect(),
-            ));
+            let mut ms: Vec<&Measurement> = f.results.iter().filter(|m| m.model == n).collect();
+            ms.sort_by_key(|m| m.length);
+            series.push((label(f, n), ms));
         }
     }
     let panel = |title: &str, y: &str, get: &dyn Fn(&Measurement) -> Option<f64>| Panel {

@@ -609,12 +609,12 @@ where
     M::Input: Send,
     M::Output: Send,
 {
-    let models: Vec<M> = (0..round.len()).map(|_| model.clone()).collect();
-    let jobs: Vec<_> = round.into_iter().zip(models).collect();
+    let jobs: Vec<_> = round.into_iter().map(|r| (r, model.clone())).collect();
     in_parallel(jobs, |d, ((batch, progress), model)| {
-        let replica = model.clone().fork(&devices[d]);
+        let replica = model.fork(&devices[d]);
         let mut out = replica.step(batch);
-        out.grads = out.grads.to_device(main, &model);
+        // the fork keeps the parameter ids, so it maps its own gradients
+        out.grads = out.grads.to_device(main, &replica);
         (out, progress)
     })
 }

@@ -62,6 +62,18 @@ pub fn ok_with(args: &[&str], envs: &[(&str, &Path)]) -> String {
     stdout(&out)
 }
 
+/// Runs a command that must succeed; returns stdout and stderr together
+/// (training reports its progress on stderr).
+pub fn ok_text(args: &[&str]) -> String {
+    let out = combiner(args);
+    assert!(
+        out.status.success(),
+        "combiner {args:?} failed:\n{}",
+        text(&out)
+    );
+    text(&out)
+}
+
 /// [`ok_with`] without extra environment.
 pub fn ok(args: &[&str]) -> String {
     ok_with(args, &[])

@@ -7,18 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use super::common::{combiner, shared_archive, text};
-
-/// Runs a command that must succeed; returns stdout and stderr together.
-fn ok(args: &[&str]) -> String {
-    let o = combiner(args);
-    assert!(
-        o.status.success(),
-        "combiner {args:?} failed:\n{}",
-        text(&o)
-    );
-    text(&o)
-}
+use super::common::{ok_text as ok, shared_archive};
 
 /// The datasets the smoke presets read, prepared once for all tests here.
 /// `None` (after a skip notice) without the shipped data; a failure under CI=true.
