@@ -30,15 +30,17 @@ use burn::train::checkpoint::AsyncCheckpointer;
 use burn::train::metric::LearningRateMetric;
 use burn::train::renderer::MetricsRenderer;
 use burn::train::{
-    EventProcessorTraining, InferenceStep, Learner, LearnerEvent, LearningCheckpointer,
-    LearningComponentsMarker, LearningComponentsTypes, SupervisedLearningStrategy,
-    SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader, TrainOutput, TrainStep,
-    TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy, ValidLoader,
+    EventProcessorTraining, InferenceStep, Interrupter, Learner, LearnerEvent,
+    LearningCheckpointer, LearningComponentsMarker, LearningComponentsTypes,
+    SupervisedLearningStrategy, SupervisedTraining, SupervisedTrainingEventProcessor, TrainLoader,
+    TrainOutput, TrainStep, TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy,
+    ValidLoader,
 };
 use combiner_nn::{Objective, OnlineKmeans, StepOutput};
 
 use checkpoint::{
-    complete_checkpoints, state_path, write_json_atomic, AtomicCheckpointer, KeepLast, TrainState,
+    clear_partial, complete_checkpoints, prune_checkpoints, state_path, write_json_atomic,
+    AtomicCheckpointer, SaveAlways, TrainState,
 };
 use metrics::{Quantity, ZooMetric};
 pub use schedule::WarmupCosine;
@@ -53,6 +55,14 @@ pub enum TrainError {
         step: usize,
         /// The loss value.
         loss: f64,
+        /// Which checkpoint is kept.
+        kept: String,
+    },
+    /// A checkpoint could not be written (the run stopped).
+    #[error("cannot write a checkpoint: {reason}; {kept}")]
+    CheckpointWrite {
+        /// The file and the cause.
+        reason: String,
         /// Which checkpoint is kept.
         kept: String,
     },
@@ -233,6 +243,14 @@ pub fn drop_metrics_after(run_dir: &Path, step: usize) -> Result<usize, TrainErr
     Ok(n)
 }
 
+/// Names the newest complete checkpoint in `dir`, for error messages.
+fn kept_checkpoint(dir: &Path, ext: &str) -> String {
+    match complete_checkpoints(dir, ext).last() {
+        Some(s) => format!("the last good checkpoint is step {s} in {}", dir.display()),
+        None => "no checkpoint was written yet".to_string(),
+    }
+}
+
 /// The checkpoint directory of a run.
 pub fn checkpoint_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
@@ -262,7 +280,6 @@ struct StepStrategy<LC: LearningComponentsTypes, FR> {
     start: TrainState,
     recorder: FR,
     shared: Arc<Mutex<Shared>>,
-    existing: Vec<usize>,
     _lc: PhantomData<LC>,
 }
 
@@ -309,31 +326,52 @@ where
         learner.fork(&self.device);
         let mut processor = components.event_processor;
         let store = components.event_store;
+        // a failed checkpoint write stops the run through this handle
+        let write_failed = Interrupter::new();
+        macro_rules! part {
+            ($name:literal) => {
+                AsyncCheckpointer::new(AtomicCheckpointer::new(self.recorder.clone(), &dir, $name))
+                    .with_interrupter(write_failed.clone())
+            };
+        }
         let mut checkpointer = LearningCheckpointer::new(
-            AsyncCheckpointer::new(AtomicCheckpointer::new(
-                self.recorder.clone(),
-                &dir,
-                "model",
-            )),
-            AsyncCheckpointer::new(AtomicCheckpointer::new(
-                self.recorder.clone(),
-                &dir,
-                "optim",
-            )),
-            AsyncCheckpointer::new(AtomicCheckpointer::new(
-                self.recorder.clone(),
-                &dir,
-                "scheduler",
-            )),
-            Box::new(KeepLast::new(opts.keep_checkpoints, self.existing.clone())),
+            part!("model"),
+            part!("optim"),
+            part!("scheduler"),
+            Box::new(SaveAlways),
         );
-        let mut saved = self.existing.clone();
+        let ext = <FR as FileRecorder<B>>::file_extension();
+        let write_error = |dir: &Path| {
+            write_failed
+                .get_message()
+                .map(|reason| TrainError::CheckpointWrite {
+                    // burn wraps the message as "Unknown error: `...`"
+                    reason: reason
+                        .trim_start_matches("Unknown error: ")
+                        .trim_matches('`')
+                        .to_string(),
+                    kept: kept_checkpoint(dir, ext),
+                })
+        };
         let log_path = opts.run_dir.join("metrics.jsonl");
-        let mut log = std::fs::OpenOptions::new()
+        let mut log = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log_path)
-            .ok();
+        {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.shared.lock().unwrap().error = Some(TrainError::Io {
+                    path: log_path.clone(),
+                    source: e,
+                });
+                None
+            }
+        };
+        if log.is_none() {
+            drop(checkpointer);
+            return (learner.model(), processor);
+        }
 
         let global = Progress {
             items_processed: self.start.step,
@@ -409,14 +447,10 @@ where
             };
             let loss = loss_of(&out.item);
             if !loss.is_finite() {
-                let kept = match saved.last() {
-                    Some(s) => format!("the last good checkpoint is step {s} in {}", dir.display()),
-                    None => "no checkpoint was written yet".to_string(),
-                };
                 self.shared.lock().unwrap().error = Some(TrainError::NonFiniteLoss {
                     step: step + 1,
                     loss,
-                    kept,
+                    kept: kept_checkpoint(&dir, ext),
                 });
                 break;
             }
@@ -518,11 +552,17 @@ where
                     });
                     break;
                 }
-                saved.push(step);
-                while saved.len() > opts.keep_checkpoints.max(1) {
-                    let old = saved.remove(0);
-                    let _ = std::fs::remove_file(state_path(&dir, old));
+                if let Err(e) = prune_checkpoints(&dir, ext, opts.keep_checkpoints) {
+                    self.shared.lock().unwrap().error = Some(TrainError::Io {
+                        path: dir.clone(),
+                        source: e,
+                    });
+                    break;
                 }
+            }
+            if let Some(e) = write_error(&dir) {
+                self.shared.lock().unwrap().error = Some(e);
+                break;
             }
             if let Some(f) = log.as_mut() {
                 let line = StepLog {
@@ -533,7 +573,14 @@ where
                     valid_loss,
                     valid_accuracy,
                 };
-                let _ = writeln!(f, "{}", serde_json::to_string(&line).unwrap_or_default());
+                let text = serde_json::to_string(&line).unwrap_or_default();
+                if let Err(e) = writeln!(f, "{text}") {
+                    self.shared.lock().unwrap().error = Some(TrainError::Io {
+                        path: log_path.clone(),
+                        source: e,
+                    });
+                    break;
+                }
             }
             if !opts.dashboard
                 && (step.is_multiple_of(opts.checkpoint_every)
@@ -573,6 +620,12 @@ where
         self.shared.lock().unwrap().end_step = step;
         // joins the checkpoint writers before the model is handed back
         drop(checkpointer);
+        if let Some(e) = write_error(&dir) {
+            let mut shared = self.shared.lock().unwrap();
+            if shared.error.is_none() {
+                shared.error = Some(e);
+            }
+        }
         (learner.model(), processor)
     }
 }
@@ -741,6 +794,7 @@ where
     }
     let dir = checkpoint_dir(&opts.run_dir);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    clear_partial(&dir).map_err(io(&dir))?;
     let existing = complete_checkpoints(&dir, <FR as FileRecorder<B>>::file_extension());
     let mut learner = Learner::new(model, optim, schedule);
     let mut start = TrainState {
@@ -808,7 +862,6 @@ where
         start: start.clone(),
         recorder,
         shared: shared.clone(),
-        existing,
         _lc: PhantomData,
     };
     let quantities: &[Quantity] = match opts.objective {

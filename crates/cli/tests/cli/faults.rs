@@ -136,3 +136,122 @@ fn sigkill_at_any_point_resumes_with_every_step_once() {
         "every step once, in order:\n{text}"
     );
 }
+
+/// Files of `run/checkpoints/.partial/` (parts being written).
+fn partial(run: &Path) -> Vec<String> {
+    std::fs::read_dir(run.join("checkpoints").join(".partial"))
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn sigkill_while_a_checkpoint_is_written_resumes_from_the_one_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("long.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let run = tmp.path().join("run");
+    let (ok, text) = output(start(&cfg, &run, &["--stop-after", "7"]));
+    assert!(ok, "{text}");
+    // every checkpoint part now waits 60 s in .partial/ before its rename
+    let child = command()
+        .args(["train", "--plain", "--resume", "--config"])
+        .arg(&cfg)
+        .arg("--run-dir")
+        .arg(&run)
+        .env("COMBINER_FAULT_CHECKPOINT_PAUSE_MS", "60000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !partial(&run).iter().any(|f| f.contains("-14.")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no checkpoint write"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&child, "-KILL");
+    let _ = output(child);
+    let ckpt = run.join("checkpoints");
+    assert!(
+        !ckpt.join("model-14.mpk").exists(),
+        "the killed write reached checkpoints/"
+    );
+    assert!(ckpt.join("model-7.mpk").exists() && ckpt.join("state-7.json").exists());
+    let (ok, text) = output(start(&cfg, &run, &["--resume", "--stop-after", "3"]));
+    assert!(ok, "{text}");
+    assert!(text.contains("step 7"), "resumes from step 7:\n{text}");
+    assert_eq!(steps(&run), (1..=10).collect::<Vec<_>>(), "{text}");
+    assert!(partial(&run).is_empty(), "half-written parts left behind");
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_one_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("long.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let run = tmp.path().join("run");
+    let (ok, text) = output(start(&cfg, &run, &["--stop-after", "7"]));
+    assert!(ok, "{text}");
+    // the place of step 14's model file is taken: its rename fails
+    let blocked = run.join("checkpoints").join("model-14.mpk");
+    std::fs::create_dir(&blocked).unwrap();
+    let (ok, text) = output(start(&cfg, &run, &["--resume", "--stop-after", "7"]));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("cannot write a checkpoint")
+            && text.contains("model-14.mpk")
+            && text.contains("last good checkpoint is step 7"),
+        "{text}"
+    );
+    assert!(run.join("checkpoints").join("model-7.mpk").exists());
+    // once the way is clear the run goes on from step 7
+    std::fs::remove_dir(&blocked).unwrap();
+    let (ok, text) = output(start(&cfg, &run, &["--resume", "--stop-after", "8"]));
+    assert!(ok, "{text}");
+    assert_eq!(steps(&run), (1..=15).collect::<Vec<_>>(), "{text}");
+}
+
+#[test]
+fn a_full_disk_is_an_error_naming_the_file_and_keeps_the_checkpoint_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("long.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let run = tmp.path().join("run");
+    let (ok, text) = output(start(&cfg, &run, &["--stop-after", "7"]));
+    assert!(ok, "{text}");
+    // step 14's state file is written through /dev/full: ENOSPC, as on a full disk
+    let ckpt = run.join("checkpoints");
+    std::os::unix::fs::symlink("/dev/full", ckpt.join("state-14.json.tmp")).unwrap();
+    let (ok, text) = output(start(&cfg, &run, &["--resume", "--stop-after", "7"]));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("state-14.json") && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(ckpt.join("model-7.mpk").is_file() && ckpt.join("state-7.json").is_file());
+    std::fs::remove_file(ckpt.join("state-14.json.tmp")).unwrap();
+    let (ok, text) = output(start(&cfg, &run, &["--resume", "--stop-after", "1"]));
+    assert!(ok, "{text}");
+    assert_eq!(steps(&run), (1..=8).collect::<Vec<_>>(), "{text}");
+}
+
+#[test]
+fn a_run_directory_that_cannot_be_created_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("long.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let (ok, text) = output(start(&cfg, &file.join("run"), &["--stop-after", "5"]));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("a-file") && !text.contains("panicked"),
+        "{text}"
+    );
+}
