@@ -57,7 +57,8 @@ fn causal_chunked<B: Backend>(
             x
         } else {
             // zero rows add nothing to any state and are cut off at the end
-            Tensor::cat(vec![x, Tensor::zeros([b, h, n * c - len, f], &device)], 2)
+            let zeros = Tensor::zeros([b, h, n * c - len, f], (&device, x.dtype()));
+            Tensor::cat(vec![x, zeros], 2)
         }
     };
     let fq = pad(fq).reshape([b, h, n, c, m]);

@@ -217,6 +217,75 @@ impl AttentionConfig {
         }
     }
 
+    /// One small configuration of every attention (Combiner with its Fixed
+    /// plan; `combiner::Plan::all` lists the plans), with block sizes and
+    /// lengths that do not divide typical test lengths: for tests and
+    /// examples that sweep every attention.
+    pub fn examples() -> Vec<AttentionConfig> {
+        vec![
+            AttentionConfig::Vanilla,
+            AttentionConfig::Combiner {
+                plan: combiner::Plan::Fixed { block: None },
+                abstraction: combiner::AbstractionKind::Max,
+            },
+            AttentionConfig::SparseFixed(SparseFixedConfig {
+                block: Some(5),
+                summary: 2,
+            }),
+            AttentionConfig::SparseStrided(SparseStridedConfig { stride: Some(4) }),
+            AttentionConfig::Logsparse(LogsparseConfig {}),
+            AttentionConfig::Axial(AxialConfig::default()),
+            AttentionConfig::Local(LocalConfig { window: 5 }),
+            AttentionConfig::Routing(RoutingConfig {
+                clusters: 4,
+                decay: 0.9,
+            }),
+            AttentionConfig::Reformer(ReformerConfig {
+                bucket_size: 4,
+                n_hashes: 2,
+                n_buckets: Some(4),
+                seed: 1,
+            }),
+            AttentionConfig::Performer(PerformerConfig {
+                features: Some(16),
+                orthogonal: true,
+                seed: 2,
+            }),
+            AttentionConfig::LinearTransformer(LinearTransformerConfig {}),
+            AttentionConfig::Linformer(LinformerConfig {
+                max_len: 80,
+                k: 8,
+                share_kv: false,
+            }),
+            AttentionConfig::BigBird(BigBirdConfig {
+                block: 4,
+                window_blocks: 3,
+                global_blocks: 1,
+                random_blocks: 2,
+                seed: 3,
+            }),
+            AttentionConfig::Longformer(LongformerConfig {
+                window: 3,
+                global: vec![0, 7],
+            }),
+            AttentionConfig::Sinkhorn(SinkhornConfig {
+                block: 6,
+                iters: 5,
+                temperature: 0.75,
+            }),
+            AttentionConfig::Synthesizer(SynthesizerConfig {
+                synthesis: Synthesis::Dense,
+                max_len: 80,
+                trainable: true,
+            }),
+            AttentionConfig::Synthesizer(SynthesizerConfig {
+                synthesis: Synthesis::Random,
+                max_len: 80,
+                trainable: true,
+            }),
+        ]
+    }
+
     /// Builds the module, or says why this configuration cannot run in
     /// `mode` (bidirectional-only attentions in LM mode, bad hyperparameters,
     /// `d_model` not divisible by `n_heads`).

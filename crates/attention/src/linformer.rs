@@ -9,8 +9,8 @@
 
 use burn::module::Param;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use burn::tensor::Distribution;
+use combiner::softmax_f32;
 use combiner::{Mode, MultiHead};
 use serde::{Deserialize, Serialize};
 
@@ -87,7 +87,10 @@ impl<B: Backend> Linformer<B> {
     /// If `seq` exceeds `max_len`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.heads.forward_with(x, |q, k, v| {
-            linformer_attention(q, k, v, self.e.val(), self.f.as_ref().map(|f| f.val()))
+            let dtype = q.dtype();
+            let e = combiner::to_dtype(self.e.val(), dtype);
+            let f = self.f.as_ref().map(|f| combiner::to_dtype(f.val(), dtype));
+            linformer_attention(q, k, v, e, f)
         })
     }
 }
@@ -116,7 +119,7 @@ pub fn linformer_attention<B: Backend>(
     let proj = |p: Tensor<B, 2>| p.narrow(1, 0, len).unsqueeze::<4>().expand([b, h, kp, len]);
     let kk = proj(e.clone()).matmul(k); // [b,h,kp,d]
     let vv = proj(f.unwrap_or(e)).matmul(v);
-    softmax(
+    softmax_f32(
         q.matmul(kk.swap_dims(2, 3))
             .mul_scalar(1.0 / (d as f64).sqrt()),
         3,

@@ -11,7 +11,7 @@
 //! [`Pattern::full_rows`] and computed densely, `O(g L)` for `g` such rows.
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use combiner::softmax_f32;
 use combiner::{AbstractionKind, Layout, Mode, MultiHead, Term};
 
 use crate::util::{bool_tensor, int_tensor, MASKED};
@@ -91,7 +91,7 @@ impl Pattern {
         let hidden = bool_tensor::<B, 2>(hidden, [g, len], &device)
             .unsqueeze::<4>()
             .expand([b, h, g, len]);
-        let rows = softmax(
+        let rows = softmax_f32(
             qg.matmul(k.swap_dims(2, 3))
                 .mul_scalar(1.0 / (d as f64).sqrt())
                 .mask_fill(hidden, MASKED),

@@ -202,7 +202,8 @@ impl<B: Backend> Performer<B> {
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.heads.forward_with(x, |q, k, v| {
-            favor_attention(q, k, v, self.projection.val(), self.mode)
+            let projection = combiner::to_dtype(self.projection.val(), q.dtype());
+            favor_attention(q, k, v, projection, self.mode)
         })
     }
 }

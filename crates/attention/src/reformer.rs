@@ -176,9 +176,10 @@ impl<B: Backend> Reformer<B> {
         for r in 0..rounds {
             let mut rng = SplitMix::new(self.config.seed.wrapping_add(1_000_003 * r as u64));
             let rot: Vec<f32> = (0..h * d * half).map(|_| rng.normal() as f32).collect();
-            let rot = Tensor::<B, 3>::from_data(TensorData::new(rot, [h, d, half]), &device)
-                .unsqueeze::<4>()
-                .expand([b, h, d, half]);
+            let rot =
+                Tensor::<B, 3>::from_data(TensorData::new(rot, [h, d, half]), (&device, q.dtype()))
+                    .unsqueeze::<4>()
+                    .expand([b, h, d, half]);
             let proj = q.clone().detach().matmul(rot);
             let ids: Vec<i64> = Tensor::cat(vec![proj.clone(), proj.neg()], 3)
                 .argmax(3)

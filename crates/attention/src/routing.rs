@@ -184,7 +184,9 @@ impl<B: Backend> Routing<B> {
     pub fn clusters(&self, k: Tensor<B, 4>) -> Vec<Vec<usize>> {
         let [b, h, len, d] = k.dims();
         let n = self.config.clusters;
-        let c = self.centroids.val().unsqueeze::<4>().expand([b, h, n, d]);
+        let c = combiner::to_dtype(self.centroids.val(), k.dtype())
+            .unsqueeze::<4>()
+            .expand([b, h, n, d]);
         let scores: Vec<f32> = unit(k.detach())
             .matmul(c.swap_dims(2, 3))
             .into_data()

@@ -21,7 +21,7 @@
 //! deterministic.
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use combiner::softmax_f32;
 use combiner::{Mode, MultiHead};
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,7 @@ pub fn sinkhorn_attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     let device = q.device();
+    let dtype = q.dtype();
     let s = config.block.max(1);
     let nb = len.div_ceil(s).max(1);
     let scale = 1.0 / (d as f64).sqrt();
@@ -103,14 +104,20 @@ pub fn sinkhorn_attention<B: Backend>(
         if nb * s == len {
             x
         } else {
-            Tensor::cat(vec![x, Tensor::zeros([b, h, nb * s - len, d], &device)], 2)
+            Tensor::cat(
+                vec![x, Tensor::zeros([b, h, nb * s - len, d], (&device, dtype))],
+                2,
+            )
         }
     };
     let qb = pad(q).reshape([b, h, nb, s, d]);
     let kb = pad(k).reshape([b, h, nb, s, d]);
     let vb = pad(v).reshape([b, h, nb, s, d]);
     let valid: Vec<bool> = (0..nb * s).map(|p| p < len).collect();
-    let valid_f = bool_tensor::<B, 2>(valid.clone(), [nb, s], &device).float();
+    let valid_f = combiner::to_dtype(
+        bool_tensor::<B, 2>(valid.clone(), [nb, s], &device).float(),
+        dtype,
+    );
     let counts = valid_f.clone().sum_dim(1).reshape([1, 1, nb, 1]);
     let mean = |x: Tensor<B, 5>| {
         (x * valid_f.clone().reshape([1, 1, nb, s, 1]))
@@ -122,9 +129,9 @@ pub fn sinkhorn_attention<B: Backend>(
     let q_sum = match mode {
         Mode::Mlm => mean(qb.clone()),
         // the first block has no past and its row is masked below
-        Mode::Lm if nb == 1 => Tensor::zeros([b, h, 1, d], &device),
+        Mode::Lm if nb == 1 => Tensor::zeros([b, h, 1, d], (&device, dtype)),
         Mode::Lm => {
-            let zero = Tensor::zeros([b, h, 1, d], &device);
+            let zero = Tensor::zeros([b, h, 1, d], (&device, dtype));
             Tensor::cat(vec![zero, k_sum.clone().narrow(2, 0, nb - 1)], 2)
         }
     };
@@ -139,9 +146,10 @@ pub fn sinkhorn_attention<B: Backend>(
                 .unsqueeze::<4>()
                 .expand([b, h, nb, nb]);
             let has_past: Vec<f32> = (0..nb).map(|a| if a > 0 { 1.0 } else { 0.0 }).collect();
-            let has_past = Tensor::<B, 1>::from_data(TensorData::new(has_past, [nb]), &device)
-                .reshape([1, 1, nb, 1]);
-            softmax(r.mask_fill(later, MASKED), 3) * has_past
+            let has_past =
+                Tensor::<B, 1>::from_data(TensorData::new(has_past, [nb]), (&device, dtype))
+                    .reshape([1, 1, nb, 1]);
+            softmax_f32(r.mask_fill(later, MASKED), 3) * has_past
         }
     };
     let sorted = |x: Tensor<B, 5>| {
@@ -176,7 +184,7 @@ pub fn sinkhorn_attention<B: Backend>(
         .matmul(kb.swap_dims(3, 4))
         .mul_scalar(scale)
         .mask_fill(hidden, MASKED);
-    let p = softmax(Tensor::cat(vec![local_logits, sorted_logits], 4), 4);
+    let p = softmax_f32(Tensor::cat(vec![local_logits, sorted_logits], 4), 4);
     let out = p.clone().narrow(4, 0, s).matmul(vb) + p.narrow(4, s, s).matmul(vs);
     out.reshape([b, h, nb * s, d]).narrow(2, 0, len)
 }

@@ -16,8 +16,9 @@
 use burn::module::Param;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::relu;
 use burn::tensor::Distribution;
+use combiner::softmax_f32;
 use combiner::{Mode, MultiHead};
 use serde::{Deserialize, Serialize};
 
@@ -123,8 +124,7 @@ impl<B: Backend> Synthesizer<B> {
         );
         match (&self.w1, &self.w2, &self.random) {
             (Some(w1), Some(w2), _) => w2.forward(relu(w1.forward(q))).narrow(3, 0, len),
-            (_, _, Some(r)) => r
-                .val()
+            (_, _, Some(r)) => combiner::to_dtype(r.val(), q.dtype())
                 .slice([0..h, 0..len, 0..len])
                 .unsqueeze::<4>()
                 .expand([b, h, len, len]),
@@ -150,7 +150,7 @@ impl<B: Backend> Synthesizer<B> {
                 ),
                 Mode::Mlm => logits,
             };
-            softmax(logits, 3).matmul(v)
+            softmax_f32(logits, 3).matmul(v)
         })
     }
 }

@@ -3,7 +3,7 @@
 //! pattern) and a log-sum-exp.
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use combiner::softmax_f32;
 
 // One masking value and the host-to-tensor helpers of the Combiner executor,
 // so that exact patterns and Combiner layouts mask identically.
@@ -74,7 +74,7 @@ pub fn masked_attention<B: Backend>(
         .matmul(k.swap_dims(2, 3))
         .mul_scalar(1.0 / (d as f64).sqrt())
         .mask_fill(hidden, MASKED);
-    softmax(logits, 3).matmul(v)
+    softmax_f32(logits, 3).matmul(v)
 }
 
 /// `log(sum(exp(x)))` along `dim`, kept as a size-1 dimension; the shift by

@@ -102,6 +102,16 @@ impl Dtype {
     }
 }
 
+impl From<combiner_tasks::Precision> for Dtype {
+    fn from(p: combiner_tasks::Precision) -> Self {
+        match p {
+            combiner_tasks::Precision::F32 => Dtype::F32,
+            combiner_tasks::Precision::Bf16 => Dtype::Bf16,
+            combiner_tasks::Precision::F16 => Dtype::F16,
+        }
+    }
+}
+
 /// An error where `kind` cannot run in `dtype`.
 pub fn check_dtype(kind: BackendKind, dtype: Dtype) -> Result<()> {
     let ok = dtype == Dtype::F32 || matches!(kind, BackendKind::Tch | BackendKind::Cuda);

@@ -9,7 +9,8 @@ use clap::Args;
 use combiner_tasks::run::{self, Provenance, RunDir, TrainOptions};
 use combiner_tasks::SampleRequest;
 
-use crate::backend::{run_on, BackendJob, BackendKind};
+use crate::backend::{run_on, BackendJob, BackendKind, Dtype};
+use combiner_tasks::Precision;
 
 /// Options of `combiner train`.
 #[derive(Debug, Args)]
@@ -87,6 +88,20 @@ pub fn train(args: TrainArgs, backend: BackendKind, device: usize) -> Result<()>
         args.resume,
         &provenance,
     )?;
+    let precision = run.cfg.train.precision;
+    crate::backend::check_dtype(backend, Dtype::from(precision)).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: train.precision = \"{}\": {e}",
+            args.config.display(),
+            precision.name()
+        )
+    })?;
+    if precision != Precision::F32 {
+        eprintln!(
+            "mixed precision: {} matmuls and attention, f32 weights, norms, softmax statistics and loss",
+            precision.name()
+        );
+    }
     eprintln!("run directory: {}", run.path.display());
     let resume_cmd = {
         let mut args: Vec<String> = std::env::args().collect();

@@ -151,7 +151,10 @@ impl<B: Backend> CombinerAttention<B> {
     /// grid smaller than `seq`); check configs with [`Plan::component_layouts`].
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.heads.forward_with(x, |q, k, v| {
-            let centroids = self.centroids.as_ref().map(|c| c.val());
+            let centroids = self
+                .centroids
+                .as_ref()
+                .map(|c| crate::to_dtype(c.val(), q.dtype()));
             plan_attention(q, k, v, &self.plan, self.mode, &self.abstraction, centroids)
                 .unwrap_or_else(|e| panic!("combiner attention: {e}"))
         })
@@ -218,7 +221,7 @@ pub fn plan_attention<B: Backend>(
                     Some(c) => c.clone(),
                     None => {
                         let n = clusters.unwrap_or_else(|| (len as f64).sqrt().ceil() as usize);
-                        default_centroids(h, n.max(1), d, &q.device())
+                        crate::to_dtype(default_centroids(h, n.max(1), d, &q.device()), q.dtype())
                     }
                 };
                 learnable_attention(q.clone(), k.clone(), v.clone(), c, mode, abs)

@@ -6,6 +6,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use burn::tensor::{DType, FloatDType};
 
 use crate::abstraction::{Abstraction, Pool};
 use crate::layout::{Layout, SpanSet, Term};
@@ -30,6 +31,35 @@ pub fn bool_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
+/// Softmax along `dim` with f32 statistics (max, exponentials, sum)
+/// whatever the dtype of `logits`; the probabilities come back in that
+/// dtype. In f32 and f64 it is plain softmax.
+pub fn softmax_f32<B: Backend, const D: usize>(logits: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
+    match logits.dtype() {
+        DType::F32 | DType::F64 => softmax(logits, dim),
+        dtype => softmax(logits.cast(FloatDType::F32), dim).cast(FloatDType::from(dtype)),
+    }
+}
+
+/// `x` in `dtype` (no op when it already is): the one cast of the
+/// workspace's mixed-precision code.
+pub fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if x.dtype() == dtype {
+        x
+    } else {
+        x.cast(FloatDType::from(dtype))
+    }
+}
+
+/// A float tensor of constants from host values, in the dtype of `like`.
+fn floats_like<B: Backend, const D: usize, const E: usize>(
+    v: Vec<f32>,
+    shape: [usize; D],
+    like: &Tensor<B, E>,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(v, shape), (&like.device(), like.dtype()))
+}
+
 /// Whether `queries` lists `0..len` in order followed only by padding.
 fn is_identity(queries: &[usize], len: usize) -> bool {
     queries
@@ -45,7 +75,7 @@ fn shift_right<B: Backend>(x: Tensor<B, 5>, dim: usize, fill: f32) -> Tensor<B, 
     let dims = x.dims();
     let mut first = dims;
     first[dim] = 1;
-    let head = Tensor::full(first, fill, &x.device());
+    let head = Tensor::full(first, fill, (&x.device(), x.dtype()));
     if dims[dim] == 1 {
         return head;
     }
@@ -66,8 +96,7 @@ fn pool_block<B: Backend>(x: Tensor<B, 5>, valid: &[bool], pool: Pool) -> Tensor
                 .chunks(w.max(1))
                 .map(|row| row.iter().filter(|&&v| v).count().max(1) as f32)
                 .collect();
-            let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [c]), &device)
-                .reshape([1, 1, c, 1]);
+            let counts = floats_like::<B, 1, 5>(counts, [c], &x).reshape([1, 1, c, 1]);
             x.mask_fill(invalid, 0.0).sum_dim(3).squeeze_dim(3) / counts
         }
     }
@@ -98,7 +127,7 @@ fn pool_scan<B: Backend>(
         }
         Pool::Mean => {
             let x = x.mask_fill(invalid, 0.0);
-            let ones = valid_t.float();
+            let ones = to_dtype(valid_t.float(), x.dtype());
             if !exclude {
                 let n = ones.cumsum(3).clamp_min(1.0);
                 x.cumsum(3) / n
@@ -129,7 +158,7 @@ fn block_attention<B: Backend>(
         .matmul(k.swap_dims(3, 4))
         .mul_scalar(scale)
         .mask_fill(mask, MASKED);
-    softmax(logits, 4).matmul(v)
+    softmax_f32(logits, 4).matmul(v)
 }
 
 /// Span keys and local expectations of one span set: `([b,h,u,d], [b,h,u,d])`.
@@ -252,10 +281,12 @@ fn to_term_order<B: Backend>(x: Tensor<B, 4>, term: &Term, len: usize) -> Tensor
         if n == len {
             x
         } else {
-            Tensor::cat(vec![x, Tensor::zeros([b, h, n - len, f], &device)], 2)
+            let pad = Tensor::zeros([b, h, n - len, f], (&device, x.dtype()));
+            Tensor::cat(vec![x, pad], 2)
         }
     } else {
-        let ext = Tensor::cat(vec![x, Tensor::zeros([b, h, 1, f], &device)], 2);
+        let pad = Tensor::zeros([b, h, 1, f], (&device, x.dtype()));
+        let ext = Tensor::cat(vec![x, pad], 2);
         ext.select(2, int_tensor::<B>(&term.queries, &device))
     }
 }
@@ -287,7 +318,7 @@ pub fn combiner_attention<B: Backend>(
     assert_eq!(v.dims(), q.dims(), "v shape differs from q");
     let device = q.device();
     let scale = 1.0 / (d as f64).sqrt();
-    let zero = Tensor::<B, 4>::zeros([b, h, 1, d], &device);
+    let zero = Tensor::<B, 4>::zeros([b, h, 1, d], (&device, q.dtype()));
     let q_ext = Tensor::cat(vec![q, zero.clone()], 2);
     let k_ext = Tensor::cat(vec![k, zero.clone()], 2);
     let v_ext = Tensor::cat(vec![v, zero], 2);
@@ -345,7 +376,7 @@ pub fn combiner_attention<B: Backend>(
         logits.push(to_query_order(l, term, len, &inv));
         inverses.push(inv);
     }
-    let probs = softmax(Tensor::cat(logits, 3), 3);
+    let probs = softmax_f32(Tensor::cat(logits, 3), 3);
 
     let mut out: Option<Tensor<B, 4>> = None;
     let mut offset = 0;

@@ -22,6 +22,6 @@ pub mod verify;
 pub use abstraction::{Abstraction, AbstractionKind, Pool};
 pub use attention::{plan_attention, CombinerAttention, CombinerConfig, MultiHead};
 pub use dense::dense_attention;
-pub use exec::combiner_attention;
+pub use exec::{combiner_attention, softmax_f32, to_dtype};
 pub use layout::{Layout, Partition, SpanQuery, SpanSet, Term};
 pub use plan::{Grid, Mode, Plan, PlanError};

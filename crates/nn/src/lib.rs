@@ -2,10 +2,13 @@
 //! over any [`AttentionConfig`], and the trunk that stacks them.
 #![warn(missing_docs)]
 
+pub mod precision;
+
 use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use combiner::Mode;
 use combiner_attention::{Attention, AttentionConfig};
+use precision::to_dtype;
 use serde::{Deserialize, Serialize};
 
 /// Shape of a transformer trunk. Serialized in model configs; unknown keys are errors.
@@ -68,13 +71,18 @@ pub struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
+    ///
+    /// Layer norms run in the dtype of `x` (the residual stream); attention
+    /// and MLP run in the dtype of this block's `Linear` weights (bf16 in a
+    /// [`precision::to_compute`] copy) and are cast back before the add.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let x = x.clone() + self.attn.forward(self.norm_attn.forward(x));
-        let h = self.fc2.forward(
-            self.act
-                .forward(self.fc1.forward(self.norm_mlp.forward(x.clone()))),
-        );
-        x + self.dropout.forward(h)
+        let stream = x.dtype();
+        let compute = self.fc1.weight.val().dtype();
+        let h = to_dtype(self.norm_attn.forward(x.clone()), compute);
+        let x = x + to_dtype(self.attn.forward(h), stream);
+        let h = to_dtype(self.norm_mlp.forward(x.clone()), compute);
+        let h = self.fc2.forward(self.act.forward(self.fc1.forward(h)));
+        x + self.dropout.forward(to_dtype(h, stream))
     }
 }
 

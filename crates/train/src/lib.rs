@@ -36,6 +36,7 @@ use burn::train::{
     TrainOutput, TrainStep, TrainingComponents, TrainingItem, TrainingModel, TrainingStrategy,
     ValidLoader,
 };
+use combiner_nn::precision::{grads_to_master, to_compute};
 use combiner_nn::{Objective, OnlineKmeans, StepOutput};
 
 use checkpoint::{
@@ -168,6 +169,11 @@ pub struct FitOptions {
     pub objective: Objective,
     /// Use burn's default renderer (TUI in a terminal); else plain progress lines.
     pub dashboard: bool,
+    /// Mixed precision: `Some(BF16 | F16)` runs each step on a copy of the
+    /// model whose block matmuls and attention use that dtype
+    /// ([`combiner_nn::precision`]); weights and optimizer state keep theirs.
+    /// `None`: everything in the model's dtype.
+    pub compute_dtype: Option<burn::tensor::FloatDType>,
 }
 
 /// What a run did.
@@ -377,6 +383,7 @@ where
             items_processed: self.start.step,
             items_total: opts.steps,
         };
+        let compute = opts.compute_dtype;
         let mut step = self.start.step;
         let mut items = self.start.items;
         let mut accumulator = GradientsAccumulator::new();
@@ -420,7 +427,7 @@ where
                     round.push((batch, iters[d].progress()));
                 }
                 let model = learner.model();
-                let outs = run_replicas(&model, &self.device, &self.devices, round);
+                let outs = run_replicas(&model, &self.device, &self.devices, round, compute);
                 ready.extend(outs);
             }
             let (out, progress) = if n_dev == 1 {
@@ -437,7 +444,16 @@ where
                 if pending == 0 {
                     learner.lr_step();
                 }
-                (learner.train_step(batch), progress)
+                let out = match compute {
+                    None => learner.train_step(batch),
+                    Some(_) => {
+                        let master = learner.model();
+                        let mut out = to_compute(master.clone(), compute).step(batch);
+                        grads_to_master(&master, &mut out.grads);
+                        out
+                    }
+                };
+                (out, progress)
             } else {
                 let Some(next) = ready.pop_front() else { break };
                 if pending == 0 {
@@ -510,7 +526,7 @@ where
                 || step == stop_at
                 || stopping
             {
-                let model = learner.model().valid();
+                let model = to_compute(learner.model().valid(), compute);
                 let (mut sum, mut n) = (0.0, 0usize);
                 let mut correct: Option<usize> = None;
                 let mut viter = valid.iter();
@@ -648,13 +664,15 @@ pub fn in_parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(usize, T) -> R + 
 }
 
 /// Runs one batch per device concurrently ([`in_parallel`]): each replica
-/// is a fork of `model` on its device; the outputs come back in device
-/// order with their gradients moved to `main`.
+/// is a fork of `model` on its device (in the `compute` dtype, see
+/// [`to_compute`]); the outputs come back in device order with their
+/// gradients moved to `main` in the dtype of `model`'s weights.
 fn run_replicas<B, M>(
     model: &M,
     main: &B::Device,
     devices: &[B::Device],
     round: Vec<(M::Input, Progress)>,
+    compute: Option<burn::tensor::FloatDType>,
 ) -> Vec<(TrainOutput<M::Output>, Progress)>
 where
     B: AutodiffBackend,
@@ -664,10 +682,15 @@ where
 {
     let jobs: Vec<_> = round.into_iter().map(|r| (r, model.clone())).collect();
     in_parallel(jobs, |d, ((batch, progress), model)| {
-        let replica = model.fork(&devices[d]);
+        // the master's dtypes, for the gradients (a clone shares the tensors)
+        let master = compute.map(|_| model.clone());
+        let replica = to_compute(model.fork(&devices[d]), compute);
         let mut out = replica.step(batch);
         // the fork keeps the parameter ids, so it maps its own gradients
         out.grads = out.grads.to_device(main, &replica);
+        if let Some(master) = &master {
+            grads_to_master(master, &mut out.grads);
+        }
         (out, progress)
     })
 }

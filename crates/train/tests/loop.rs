@@ -9,6 +9,7 @@ use burn::data::dataset::Dataset;
 use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::record::DefaultRecorder;
+use burn::tensor::{DType, FloatDType};
 use burn_ndarray::NdArray;
 use combiner::Plan;
 use combiner_attention::AttentionConfig;
@@ -108,6 +109,18 @@ fn run_on(
     stop_after: Option<usize>,
     devices: usize,
 ) -> Result<FitReport, TrainError> {
+    run_with(dir, steps, lr, resume, stop_after, devices, None).map(|(_, r)| r)
+}
+
+fn run_with(
+    dir: &std::path::Path,
+    steps: usize,
+    lr: f64,
+    resume: bool,
+    stop_after: Option<usize>,
+    devices: usize,
+    compute_dtype: Option<FloatDType>,
+) -> Result<(Lra<IB>, FitReport), TrainError> {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let (train, valid) = loaders_split(steps, devices);
@@ -122,6 +135,7 @@ fn run_on(
         stop_after,
         objective: Objective::Classification,
         dashboard: false,
+        compute_dtype,
     };
     let schedule = WarmupCosine {
         peak: lr,
@@ -140,7 +154,6 @@ fn run_on(
         vec![device; devices],
         opts,
     )
-    .map(|(_, r)| r)
 }
 
 #[test]
@@ -343,5 +356,47 @@ fn a_damaged_checkpoint_is_an_error_naming_it() {
                 assert!(text.contains("model-4"), "{what}: {text}");
             }
         }
+    }
+}
+
+/// Mixed precision through the loop: ndarray has no bf16, so f64 stands in
+/// as the compute dtype (ndarray refuses mixed-dtype ops, so a missing cast
+/// fails). The loss curve follows the f32 run, one device or two, and the
+/// trained weights are still f32.
+#[test]
+fn mixed_precision_follows_the_f32_loss_curve_and_keeps_f32_weights() {
+    use burn::module::{Module, ModuleVisitor, Param};
+    struct Dtypes(Vec<DType>);
+    impl ModuleVisitor<IB> for Dtypes {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<IB, D>>) {
+            self.0.push(p.val().dtype());
+        }
+    }
+    let steps = 6;
+    let f32_dir = tempfile::tempdir().unwrap();
+    let (_, reference) = run_with(f32_dir.path(), steps, 3e-3, false, None, 1, None).unwrap();
+    for devices in [1, 2] {
+        let dir = tempfile::tempdir().unwrap();
+        let (model, report) = run_with(
+            dir.path(),
+            steps,
+            3e-3,
+            false,
+            None,
+            devices,
+            Some(FloatDType::F64),
+        )
+        .unwrap();
+        assert_eq!(report.losses.len(), steps);
+        for ((s, a), (_, b)) in report.losses.iter().zip(&reference.losses) {
+            assert!(
+                (a - b).abs() < 1e-4 * b.abs().max(1.0),
+                "{devices} device(s), step {s}: {a} against f32 {b}"
+            );
+        }
+        let mut dtypes = Dtypes(vec![]);
+        model.visit(&mut dtypes);
+        assert!(!dtypes.0.is_empty());
+        assert!(dtypes.0.iter().all(|&d| d == DType::F32), "{:?}", dtypes.0);
     }
 }

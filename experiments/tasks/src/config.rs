@@ -56,6 +56,11 @@ pub struct TrainSettings {
     /// Seed of initialization, data generation and order.
     #[serde(default)]
     pub seed: u64,
+    /// `f32` (default), or `bf16` / `f16` mixed precision (tch and cuda):
+    /// matmuls and attention in the low dtype, f32 master weights, optimizer
+    /// state, layer norms, softmax statistics and loss.
+    #[serde(default)]
+    pub precision: combiner_nn::precision::Precision,
 }
 
 fn one() -> usize {

@@ -21,6 +21,7 @@ pub mod table;
 pub mod tasks;
 pub mod text;
 
+pub use combiner_nn::precision::Precision;
 pub use config::{load_config, run_config, RunConfig, TrainSettings};
 pub use family::{Evaluation, Prepared, SampleRequest};
 pub use tasks::{Task, TaskSpec};

@@ -161,6 +161,7 @@ pub fn train<B: Backend>(run: RunDir, devices: Vec<B::Device>, opts: TrainOption
             stop_after: opts.stop_after,
             objective,
             dashboard: opts.dashboard,
+            compute_dtype: s.precision.compute_dtype(),
         },
     };
     let report = family::train::<Autodiff<B>>(prepared, plan)?;

@@ -168,3 +168,53 @@ fn bad_configs_are_clear_errors() {
     assert!(!out.status.success());
     assert!(text(&out).contains("missing.toml"), "{}", text(&out));
 }
+
+#[test]
+fn mixed_precision_on_a_backend_without_it_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bf16.toml");
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../")
+            .join(LISTOPS),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        base.replace(
+            "checkpoint_every = 500",
+            "checkpoint_every = 500\nprecision = \"bf16\"",
+        ),
+    )
+    .unwrap();
+    let run = tmp.path().join("r");
+    let out = combiner(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--preset",
+        "smoke",
+        "--run-dir",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("bf16.toml") && t.contains("train.precision") && t.contains("--backend tch"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+
+    std::fs::write(
+        &cfg,
+        base.replace(
+            "checkpoint_every = 500",
+            "checkpoint_every = 500\nprecision = \"fp8\"",
+        ),
+    )
+    .unwrap();
+    let out = combiner(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("precision") && t.contains("bf16"), "{t}");
+}

@@ -82,6 +82,7 @@ fn train(dir: &Path, resume: bool, stop_after: Option<usize>) {
             stop_after,
             objective: combiner_nn::Objective::Classification,
             dashboard: false,
+            compute_dtype: None,
         },
     };
     family::train::<Autodiff<B>>(prepared(), plan).expect("training runs");

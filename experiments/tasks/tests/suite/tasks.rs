@@ -216,6 +216,7 @@ fn losses(prepared: Prepared, lr: f64) -> Vec<f64> {
             stop_after: None,
             objective,
             dashboard: false,
+            compute_dtype: None,
         },
     };
     let report = family::train::<Autodiff<B>>(prepared, plan).expect("training runs");
