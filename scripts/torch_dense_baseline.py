@@ -70,6 +70,8 @@ def main():
     p.add_argument("--d-ff", type=int, default=1024)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=3072)
+    p.add_argument("--height", type=int, default=32, help="image rows (ImageNet-64: 64)")
+    p.add_argument("--width", type=int, default=32, help="image columns (ImageNet-64: 64)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
@@ -77,7 +79,8 @@ def main():
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = "cuda"
-    model = ImageAr(a.d_model, a.heads, a.layers, a.d_ff).to(dev)
+    assert a.seq <= a.height * a.width * 3, "--seq exceeds height x width x 3"
+    model = ImageAr(a.d_model, a.heads, a.layers, a.d_ff, a.height, a.width).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator(device=dev).manual_seed(0)
     x = torch.randint(0, 256, (a.batch, a.seq), device=dev, generator=gen)
