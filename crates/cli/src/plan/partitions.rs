@@ -8,7 +8,7 @@
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use combiner::attention::{assign_clusters, default_centroids};
-use combiner::plan::{grid_for, routing_layout};
+use combiner::plan::routing_layout;
 use combiner::{Abstraction, Grid, Mode, Partition, Plan};
 
 /// The partitions of one component plan.
@@ -68,12 +68,7 @@ pub fn components<B: Backend>(plan: &Plan, mode: Mode, k: &Tensor<B, 4>) -> Resu
                         .partition(),
                 ),
             };
-            let grid = match comp {
-                Plan::AxialVertical { grid }
-                | Plan::AxialHorizontal { grid }
-                | Plan::AxialRowmajor { grid } => Some(grid_for(len, *grid)?),
-                _ => None,
-            };
+            let grid = comp.grid(len)?;
             Ok(Component { name, grid, parts })
         })
         .collect()
