@@ -77,7 +77,10 @@ impl BenchModel {
             BenchModel::SparseFixed => AttentionConfig::SparseFixed(SparseFixedConfig::default()),
             BenchModel::SparseAxial => AttentionConfig::Axial(AxialConfig::default()),
             BenchModel::CombinerFixed => combiner(Plan::Fixed { block: None }),
-            BenchModel::CombinerAxial => combiner(Plan::AxialRowmajor { grid: None }),
+            BenchModel::CombinerAxial => combiner(Plan::AxialRowmajor {
+                grid: None,
+                summary: Default::default(),
+            }),
             BenchModel::CombinerMixture => combiner(Plan::Mixture {
                 plans: vec![
                     Plan::AxialVertical { grid: None },

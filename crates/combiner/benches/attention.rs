@@ -36,7 +36,7 @@ fn main() {
         ("combiner-fixed", Some(Plan::Fixed { block: None })),
         (
             "combiner-axial-rowmajor",
-            Some(Plan::AxialRowmajor { grid: None }),
+            Some(Plan::from_name("axial-rowmajor").expect("known plan")),
         ),
         (
             "combiner-axial-vertical",

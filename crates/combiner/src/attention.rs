@@ -5,10 +5,11 @@ use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::abstraction::{Abstraction, AbstractionKind};
-use crate::exec::combiner_attention;
+use crate::abstraction::{Abstraction, AbstractionKind, Pool};
+use crate::exec::combiner_attention_with;
 use crate::layout::Layout;
-use crate::plan::{routing_layout, Mode, Plan, PlanError};
+use crate::plan::{routing_layout, Mode, Plan, PlanError, RowSummary};
+use crate::row_summary::{learned_rowmajor_attention, LearnedRowSummary};
 
 /// Configuration of multi-head Combiner attention.
 #[derive(Config, Debug, PartialEq)]
@@ -26,9 +27,14 @@ pub struct CombinerConfig {
     /// LM (causal) or MLM (bidirectional).
     #[config(default = "Mode::Lm")]
     pub mode: Mode,
-    /// Dropout on the attention output.
+    /// Dropout on the attention output (and after `W0` of the learned row
+    /// summary).
     #[config(default = 0.0)]
     pub dropout: f64,
+    /// Dropout on the attention probabilities (the joint softmax and every
+    /// local expectation's softmax); 0 = off.
+    #[config(default = 0.0)]
+    pub attention_dropout: f64,
     /// Clusters of the learnable plan when the plan leaves them open.
     #[config(default = 32)]
     pub default_clusters: usize,
@@ -101,6 +107,8 @@ impl<B: Backend> MultiHead<B> {
 pub struct CombinerAttention<B: Backend> {
     heads: MultiHead<B>,
     abstraction: Abstraction<B>,
+    row_summary: Option<LearnedRowSummary<B>>,
+    attention_dropout: Dropout,
     #[module(skip)]
     plan: Plan,
     #[module(skip)]
@@ -112,16 +120,43 @@ impl CombinerConfig {
     /// Builds the module.
     pub fn init<B: Backend>(&self, device: &B::Device) -> CombinerAttention<B> {
         let heads = MultiHead::new(self.d_model, self.n_heads, self.dropout, device);
+        let comps = self.plan.components();
+        // The learned row summary replaces the pooled keys and row-major
+        // spans are queried by tokens: DeepSets maps would get no gradient.
+        let abstraction = if comps.iter().all(|p| {
+            matches!(
+                p,
+                Plan::AxialRowmajor {
+                    summary: RowSummary::Learned,
+                    ..
+                }
+            )
+        }) {
+            match self.abstraction.pool() {
+                Pool::Max => AbstractionKind::Max,
+                Pool::Mean => AbstractionKind::Mean,
+            }
+        } else {
+            self.abstraction
+        };
         CombinerAttention {
-            abstraction: self.abstraction.init_with(
+            abstraction: abstraction.init_with(
                 heads.d_head(),
-                !self
-                    .plan
-                    .components()
+                !comps
                     .iter()
                     .all(|p| matches!(p, Plan::AxialRowmajor { .. })),
                 device,
             ),
+            row_summary: self.plan.needs_learned_summary().then(|| {
+                LearnedRowSummary::new(
+                    self.d_model,
+                    self.n_heads,
+                    heads.d_head(),
+                    self.dropout,
+                    device,
+                )
+            }),
+            attention_dropout: DropoutConfig::new(self.attention_dropout).init(),
             heads,
             centroids: self.plan.components().iter().find_map(|p| match p {
                 Plan::Learnable { clusters } => Some(
@@ -150,14 +185,24 @@ impl<B: Backend> CombinerAttention<B> {
     /// If the plan cannot be compiled at this length (e.g. an explicit axial
     /// grid smaller than `seq`); check configs with [`Plan::component_layouts`].
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let input = self.row_summary.as_ref().map(|s| (s, x.clone()));
         self.heads.forward_with(x, |q, k, v| {
-            let centroids = self
-                .centroids
-                .as_ref()
-                .map(|c| crate::to_dtype(c.val(), q.dtype()));
-            plan_attention(q, k, v, &self.plan, self.mode, &self.abstraction, centroids)
+            let inputs = PlanInputs {
+                centroids: self
+                    .centroids
+                    .as_ref()
+                    .map(|c| crate::to_dtype(c.val(), q.dtype())),
+                learned: input,
+                dropout: Some(&self.attention_dropout),
+            };
+            plan_attention_with(q, k, v, &self.plan, self.mode, &self.abstraction, inputs)
                 .unwrap_or_else(|e| panic!("combiner attention: {e}"))
         })
+    }
+
+    /// The learned row summary, when the plan has one.
+    pub fn row_summary(&self) -> Option<&LearnedRowSummary<B>> {
+        self.row_summary.as_ref()
     }
 
     /// The plan.
@@ -187,10 +232,35 @@ impl<B: Backend> CombinerAttention<B> {
     }
 }
 
+/// What a plan may need besides `q`, `k`, `v`.
+pub struct PlanInputs<'a, B: Backend> {
+    /// Centroids of the learnable plan, `[heads, clusters, d_head]`; without
+    /// them [`default_centroids`] are used.
+    pub centroids: Option<Tensor<B, 3>>,
+    /// The learned row summary and the layer input `x: [batch, seq,
+    /// d_model]`, for `axial-rowmajor` with `summary = "learned"`.
+    pub learned: Option<(&'a LearnedRowSummary<B>, Tensor<B, 3>)>,
+    /// Attention dropout (on the attention probabilities), if any.
+    pub dropout: Option<&'a Dropout>,
+}
+
+impl<B: Backend> Default for PlanInputs<'_, B> {
+    fn default() -> Self {
+        PlanInputs {
+            centroids: None,
+            learned: None,
+            dropout: None,
+        }
+    }
+}
+
 /// Combiner attention of a plan on per-head tensors: mixtures average their
 /// components (paper 3.3); the learnable plan assigns every token to its
 /// nearest centroid (eq. 11/12), from `centroids: [heads, clusters, d_head]`
 /// or, when none are given, from [`default_centroids`].
+///
+/// A plan with the learned row summary needs its weights: use
+/// [`plan_attention_with`] (this returns [`PlanError::MissingSummaryWeights`]).
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`
@@ -204,6 +274,28 @@ pub fn plan_attention<B: Backend>(
     abs: &Abstraction<B>,
     centroids: Option<Tensor<B, 3>>,
 ) -> Result<Tensor<B, 4>, PlanError> {
+    let inputs = PlanInputs {
+        centroids,
+        ..PlanInputs::default()
+    };
+    plan_attention_with(q, k, v, plan, mode, abs, inputs)
+}
+
+/// [`plan_attention`] with everything a plan may need ([`PlanInputs`]).
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`; `inputs.learned`'s `x`:
+///   `[batch, seq, d_model]`
+/// - output: `[batch, heads, seq, d_head]`
+pub fn plan_attention_with<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    plan: &Plan,
+    mode: Mode,
+    abs: &Abstraction<B>,
+    inputs: PlanInputs<'_, B>,
+) -> Result<Tensor<B, 4>, PlanError> {
     let [_, h, len, d] = q.dims();
     if len == 0 {
         return Err(PlanError::Zero("sequence length"));
@@ -213,25 +305,46 @@ pub fn plan_attention<B: Backend>(
         return Err(PlanError::EmptyMixture);
     }
     let n = comps.len() as f64;
+    let dropout = inputs.dropout;
     let mut out: Option<Tensor<B, 4>> = None;
     for comp in comps {
         let o = match comp {
             Plan::Learnable { clusters } => {
-                let c = match &centroids {
+                let c = match &inputs.centroids {
                     Some(c) => c.clone(),
                     None => {
                         let n = clusters.unwrap_or_else(|| (len as f64).sqrt().ceil() as usize);
                         crate::to_dtype(default_centroids(h, n.max(1), d, &q.device()), q.dtype())
                     }
                 };
-                learnable_attention(q.clone(), k.clone(), v.clone(), c, mode, abs)
+                learnable_attention_with(q.clone(), k.clone(), v.clone(), c, mode, abs, dropout)
             }
-            p => combiner_attention(
+            Plan::AxialRowmajor {
+                summary: RowSummary::Learned,
+                ..
+            } => {
+                let (summary, x) = inputs
+                    .learned
+                    .as_ref()
+                    .ok_or(PlanError::MissingSummaryWeights)?;
+                learned_rowmajor_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    x.clone(),
+                    &*comp.cached_layout(len, mode)?,
+                    summary,
+                    abs,
+                    dropout,
+                )
+            }
+            p => combiner_attention_with(
                 q.clone(),
                 k.clone(),
                 v.clone(),
                 &*p.cached_layout(len, mode)?,
                 abs,
+                dropout,
             ),
         };
         out = Some(match out {
@@ -352,6 +465,19 @@ pub fn learnable_attention<B: Backend>(
     mode: Mode,
     abs: &Abstraction<B>,
 ) -> Tensor<B, 4> {
+    learnable_attention_with(q, k, v, centroids, mode, abs, None)
+}
+
+/// [`learnable_attention`] with attention dropout.
+pub fn learnable_attention_with<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    centroids: Tensor<B, 3>,
+    mode: Mode,
+    abs: &Abstraction<B>,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     let clusters = assign_clusters(k.clone(), centroids);
     let mut rows = Vec::with_capacity(b);
@@ -360,7 +486,14 @@ pub fn learnable_attention<B: Backend>(
         for hi in 0..h {
             let layout: Layout = routing_layout(&compact(&clusters[bi * h + hi]), mode);
             let sl = |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
-            heads.push(combiner_attention(sl(&q), sl(&k), sl(&v), &layout, abs));
+            heads.push(combiner_attention_with(
+                sl(&q),
+                sl(&k),
+                sl(&v),
+                &layout,
+                abs,
+                dropout,
+            ));
         }
         rows.push(Tensor::cat(heads, 1));
     }

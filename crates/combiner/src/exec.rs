@@ -4,6 +4,7 @@
 //! No `L x L` tensor is built: every op is sized by the layout's blocks,
 //! i.e. by the three counts of paper section 3.1.
 
+use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType};
@@ -148,6 +149,7 @@ fn block_attention<B: Backend>(
     v: Tensor<B, 5>,
     invalid: Vec<bool>,
     scale: f64,
+    dropout: Option<&Dropout>,
 ) -> Tensor<B, 5> {
     let [b, h, c, g, _] = q.dims();
     let w = k.dims()[3];
@@ -158,7 +160,12 @@ fn block_attention<B: Backend>(
         .matmul(k.swap_dims(3, 4))
         .mul_scalar(scale)
         .mask_fill(mask, MASKED);
-    softmax_f32(logits, 4).matmul(v)
+    let probs = softmax_f32(logits, 4);
+    let probs = match dropout {
+        Some(d) => d.forward(probs),
+        None => probs,
+    };
+    probs.matmul(v)
 }
 
 /// Span keys and local expectations of one span set: `([b,h,u,d], [b,h,u,d])`.
@@ -173,6 +180,7 @@ fn span_summaries<B: Backend>(
     kp_ext: &Tensor<B, 4>,
     abs: &Abstraction<B>,
     scale: f64,
+    dropout: Option<&Dropout>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [b, h, _, d] = q_ext.dims();
     let device = q_ext.device();
@@ -215,7 +223,8 @@ fn span_summaries<B: Backend>(
                     (0..g).flat_map(move |_| (0..w).map(move |j| !valid[blk * w + j]))
                 })
                 .collect();
-            let vbar = block_attention(qs, km, vm, invalid, scale).reshape([b, h, c * g, d]);
+            let vbar =
+                block_attention(qs, km, vm, invalid, scale, dropout).reshape([b, h, c * g, d]);
             let k_span = k_span
                 .unsqueeze_dim::<5>(3)
                 .expand([b, h, c, g, d])
@@ -251,7 +260,8 @@ fn span_summaries<B: Backend>(
                     })
                 })
                 .collect();
-            let vbar = block_attention(q_span, ks, vs, invalid, scale).reshape([b, h, c * w, d]);
+            let vbar =
+                block_attention(q_span, ks, vs, invalid, scale, dropout).reshape([b, h, c * w, d]);
             (k_span.reshape([b, h, c * w, d]), vbar)
         }
     }
@@ -308,6 +318,85 @@ pub fn combiner_attention<B: Backend>(
     layout: &Layout,
     abs: &Abstraction<B>,
 ) -> Tensor<B, 4> {
+    combiner_attention_with(q, k, v, layout, abs, None)
+}
+
+/// [`combiner_attention`] with attention dropout: `dropout` (active only
+/// while training, i.e. on an autodiff backend) drops entries of the joint
+/// softmax and of every local expectation's softmax.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`; output the same
+pub fn combiner_attention_with<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    layout: &Layout,
+    abs: &Abstraction<B>,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 4> {
+    let spans = span_tables(q.clone(), k.clone(), v.clone(), layout, abs, dropout);
+    joint_attention(q, k, v, layout, spans, dropout)
+}
+
+/// Span keys and local expectations of every span of a layout, one
+/// `(keys, values)` pair per span set (each `[batch, heads, spans, d_head]`,
+/// in span-numbering order). [`joint_attention`] takes them, possibly with
+/// keys replaced (the learned row summary of Combiner-Axial row-major).
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]` with `seq == layout.len`
+pub fn span_tables<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    layout: &Layout,
+    abs: &Abstraction<B>,
+    dropout: Option<&Dropout>,
+) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
+    let [b, h, len, d] = q.dims();
+    assert_eq!(
+        len, layout.len,
+        "sequence length {len} != layout length {}",
+        layout.len
+    );
+    let scale = 1.0 / (d as f64).sqrt();
+    let zero = Tensor::<B, 4>::zeros([b, h, 1, d], (&q.device(), q.dtype()));
+    let q_ext = Tensor::cat(vec![q, zero.clone()], 2);
+    let k_ext = Tensor::cat(vec![k, zero.clone()], 2);
+    let v_ext = Tensor::cat(vec![v, zero], 2);
+    let qp_ext = abs.pre_q(q_ext.clone());
+    let kp_ext = abs.pre_k(k_ext.clone());
+    layout
+        .span_sets
+        .iter()
+        .map(|set| {
+            span_summaries(
+                set, len, &q_ext, &k_ext, &v_ext, &qp_ext, &kp_ext, abs, scale, dropout,
+            )
+        })
+        .collect()
+}
+
+/// The joint softmax (eq. 9) over a layout's direct logits and span logits,
+/// with span keys and local expectations from `spans` (one pair per span
+/// set, as [`span_tables`] returns them), and the output of eq. (7).
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]` with `seq == layout.len`
+/// - `spans[s]`: `[batch, heads, spans of set s, d_head]` each
+/// - output: `[batch, heads, seq, d_head]`
+///
+/// # Panics
+/// If `layout` is malformed or the shapes disagree.
+pub fn joint_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    layout: &Layout,
+    spans: Vec<(Tensor<B, 4>, Tensor<B, 4>)>,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     assert_eq!(
         len, layout.len,
@@ -316,29 +405,21 @@ pub fn combiner_attention<B: Backend>(
     );
     assert_eq!(k.dims(), q.dims(), "k shape differs from q");
     assert_eq!(v.dims(), q.dims(), "v shape differs from q");
+    assert_eq!(
+        spans.len(),
+        layout.span_sets.len(),
+        "one (keys, values) pair per span set"
+    );
     let device = q.device();
     let scale = 1.0 / (d as f64).sqrt();
     let zero = Tensor::<B, 4>::zeros([b, h, 1, d], (&device, q.dtype()));
     let q_ext = Tensor::cat(vec![q, zero.clone()], 2);
     let k_ext = Tensor::cat(vec![k, zero.clone()], 2);
     let v_ext = Tensor::cat(vec![v, zero], 2);
-    let qp_ext = abs.pre_q(q_ext.clone());
-    let kp_ext = abs.pre_k(k_ext.clone());
 
     let mut k_table = vec![k_ext];
     let mut v_table = vec![v_ext];
-    for set in &layout.span_sets {
-        let (ks, vs) = span_summaries(
-            set,
-            len,
-            &q_ext,
-            &k_table[0],
-            &v_table[0],
-            &qp_ext,
-            &kp_ext,
-            abs,
-            scale,
-        );
+    for (ks, vs) in spans {
         k_table.push(ks);
         v_table.push(vs);
     }
@@ -377,6 +458,10 @@ pub fn combiner_attention<B: Backend>(
         inverses.push(inv);
     }
     let probs = softmax_f32(Tensor::cat(logits, 3), 3);
+    let probs = match dropout {
+        Some(drop) => drop.forward(probs),
+        None => probs,
+    };
 
     let mut out: Option<Tensor<B, 4>> = None;
     let mut offset = 0;

@@ -8,6 +8,8 @@
 //! - [`oracle`]: the dense `O(L^2)` reference `q(j|i)` (eq. 8).
 //! - [`verify`]: full support, disjointness, causality and cost exponents.
 //! - [`CombinerAttention`]: the multi-head module.
+//! - [`LearnedRowSummary`]: the authors' learned span keys of Combiner-Axial
+//!   row-major (`summary = "learned"`).
 #![warn(missing_docs)]
 
 pub mod abstraction;
@@ -17,11 +19,15 @@ pub mod exec;
 pub mod layout;
 pub mod oracle;
 pub mod plan;
+pub mod row_summary;
 pub mod verify;
 
 pub use abstraction::{Abstraction, AbstractionKind, Pool};
-pub use attention::{plan_attention, CombinerAttention, CombinerConfig, MultiHead};
+pub use attention::{
+    plan_attention, plan_attention_with, CombinerAttention, CombinerConfig, MultiHead, PlanInputs,
+};
 pub use dense::dense_attention;
-pub use exec::{combiner_attention, softmax_f32, to_dtype};
+pub use exec::{combiner_attention, combiner_attention_with, softmax_f32, to_dtype};
 pub use layout::{Layout, Partition, SpanQuery, SpanSet, Term};
-pub use plan::{Grid, Mode, Plan, PlanError};
+pub use plan::{Grid, Mode, Plan, PlanError, RowSummary};
+pub use row_summary::LearnedRowSummary;

@@ -11,6 +11,12 @@ use burn::tensor::activation::softmax;
 use crate::abstraction::{Abstraction, Pool};
 use crate::exec::{bool_tensor, int_tensor, MASKED};
 use crate::layout::{Partition, SpanQuery};
+use crate::row_summary::LearnedRowSummary;
+
+/// Span keys from the dense local expectations: `(local, used)` ->
+/// `[b, h, used.len(), d]`, with `local: [b, h, used.len(), seq]` and `used`
+/// the span ids in order.
+type SpanKeyFn<'a, B> = &'a dyn Fn(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>;
 
 /// The effective attention matrix `q(j|i)` of one partition.
 ///
@@ -22,6 +28,97 @@ pub fn effective_attention<B: Backend>(
     k: Tensor<B, 4>,
     p: &Partition,
     abs: &Abstraction<B>,
+) -> Tensor<B, 4> {
+    effective_attention_keyed(q, k, p, abs, None)
+}
+
+/// The effective attention of Combiner-Axial row-major with the learned
+/// summary: token-queried spans take the key `summary.keys(x_t, vbar)`
+/// from their dense local expectation `vbar = p(. | Omega) V` and the
+/// input `x_t` of their query token.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`; `x`: `[batch, seq, d_model]`
+/// - output: `[batch, heads, seq, seq]`
+pub fn effective_attention_learned<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    x: Tensor<B, 3>,
+    p: &Partition,
+    abs: &Abstraction<B>,
+    summary: &LearnedRowSummary<B>,
+) -> Tensor<B, 4> {
+    let device = q.device();
+    let pooled = abs.post_k(dense_pool(abs.pre_k(k.clone()), p, abs));
+    let keys = |local: Tensor<B, 4>, used: &[usize]| -> Tensor<B, 4> {
+        let [b, h, u, d] = pooled.dims();
+        let mut tokens = Vec::with_capacity(u);
+        let mut is_token = Vec::with_capacity(u);
+        for &s in used {
+            match p.spans[s].query {
+                SpanQuery::Token(t) => {
+                    tokens.push(t);
+                    is_token.push(true);
+                }
+                SpanQuery::Pooled => {
+                    tokens.push(0);
+                    is_token.push(false);
+                }
+            }
+        }
+        let vbar = local.matmul(v.clone());
+        let xt = x.clone().select(1, int_tensor::<B>(&tokens, &device));
+        let learned = summary.keys(xt, vbar);
+        let mask = bool_tensor::<B, 1>(is_token, [u], &device)
+            .reshape([1, 1, u, 1])
+            .expand([b, h, u, d]);
+        pooled.clone().mask_where(mask, learned)
+    };
+    effective_attention_keyed(q, k, p, abs, Some(&keys))
+}
+
+/// Pools `x: [b, h, seq, d]` over every used span of `p`: `[b, h, used, d]`.
+fn dense_pool<B: Backend>(x: Tensor<B, 4>, p: &Partition, abs: &Abstraction<B>) -> Tensor<B, 4> {
+    let [b, h, len, d] = x.dims();
+    let device = x.device();
+    let used = p.used_spans();
+    let u = used.len();
+    if u == 0 {
+        return Tensor::zeros([b, h, 0, d], &device);
+    }
+    let mut outside = vec![true; u * len];
+    for (a, &s) in used.iter().enumerate() {
+        for &j in &p.spans[s].members {
+            outside[a * len + j] = false;
+        }
+    }
+    let xe = x.unsqueeze_dim::<5>(2).expand([b, h, u, len, d]);
+    let m = bool_tensor::<B, 2>(outside, [u, len], &device)
+        .reshape([1, 1, u, len, 1])
+        .expand([b, h, u, len, d]);
+    match abs.pool() {
+        Pool::Max => xe.mask_fill(m, f32::NEG_INFINITY).max_dim(3).squeeze_dim(3),
+        Pool::Mean => {
+            let sizes: Vec<f32> = used
+                .iter()
+                .map(|&s| p.spans[s].members.len() as f32)
+                .collect();
+            let sizes = Tensor::<B, 1>::from_data(TensorData::new(sizes, [u]), &device)
+                .reshape([1, 1, u, 1]);
+            xe.mask_fill(m, 0.0).sum_dim(3).squeeze_dim(3) / sizes
+        }
+    }
+}
+
+/// [`effective_attention`], with span keys from `keys` when given (else the
+/// abstraction's pooled keys).
+fn effective_attention_keyed<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    p: &Partition,
+    abs: &Abstraction<B>,
+    keys: Option<SpanKeyFn<'_, B>>,
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     assert_eq!(
@@ -58,29 +155,8 @@ pub fn effective_attention<B: Backend>(
             outside[a * len + j] = false;
         }
     }
-    let outside_t = bool_tensor::<B, 2>(outside.clone(), [u, len], &device);
-    let pool = |x: Tensor<B, 4>| -> Tensor<B, 4> {
-        // x: [b, h, len, d] -> [b, h, u, d]
-        let xe = x.unsqueeze_dim::<5>(2).expand([b, h, u, len, d]);
-        let m = outside_t
-            .clone()
-            .reshape([1, 1, u, len, 1])
-            .expand([b, h, u, len, d]);
-        match abs.pool() {
-            Pool::Max => xe.mask_fill(m, f32::NEG_INFINITY).max_dim(3).squeeze_dim(3),
-            Pool::Mean => {
-                let sizes: Vec<f32> = used
-                    .iter()
-                    .map(|&s| p.spans[s].members.len() as f32)
-                    .collect();
-                let sizes = Tensor::<B, 1>::from_data(TensorData::new(sizes, [u]), &device)
-                    .reshape([1, 1, u, 1]);
-                xe.mask_fill(m, 0.0).sum_dim(3).squeeze_dim(3) / sizes
-            }
-        }
-    };
-    let k_span = abs.post_k(pool(abs.pre_k(k.clone())));
-    let q_pooled = abs.post_q(pool(abs.pre_q(q.clone())));
+    let outside_t = bool_tensor::<B, 2>(outside, [u, len], &device);
+    let q_pooled = abs.post_q(dense_pool(abs.pre_q(q.clone()), p, abs));
     // token queries replace the pooled query where the span asks for one
     let tokens: Vec<usize> = used
         .iter()
@@ -102,11 +178,15 @@ pub fn effective_attention<B: Backend>(
     // local expectation p(j | Omega): [b, h, u, len]
     let local = softmax(
         q_span
-            .matmul(k.swap_dims(2, 3))
+            .matmul(k.clone().swap_dims(2, 3))
             .mul_scalar(scale)
             .mask_fill(outside_t.unsqueeze::<4>().expand([b, h, u, len]), MASKED),
         3,
     );
+    let k_span = match keys {
+        Some(f) => f(local.clone(), &used),
+        None => abs.post_k(dense_pool(abs.pre_k(k.clone()), p, abs)),
+    };
     // joint softmax over direct logits and span logits (eq. 9)
     let mut pos = vec![usize::MAX; p.spans.len()];
     for (a, &s) in used.iter().enumerate() {
@@ -149,6 +229,33 @@ pub fn oracle_attention<B: Backend>(
     partitions
         .iter()
         .map(|p| effective_attention(q.clone(), k.clone(), p, abs).matmul(v.clone()))
+        .reduce(|a, b| a + b)
+        .expect("at least one partition")
+        .div_scalar(n)
+}
+
+/// The oracle output of Combiner-Axial row-major with the learned summary,
+/// `q(j|i) V` from [`effective_attention_learned`], averaged over partitions.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`; `x`: `[batch, seq, d_model]`
+/// - output: `[batch, heads, seq, d_head]`
+pub fn oracle_attention_learned<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    x: Tensor<B, 3>,
+    partitions: &[Partition],
+    abs: &Abstraction<B>,
+    summary: &LearnedRowSummary<B>,
+) -> Tensor<B, 4> {
+    let n = partitions.len() as f64;
+    partitions
+        .iter()
+        .map(|p| {
+            effective_attention_learned(q.clone(), k.clone(), v.clone(), x.clone(), p, abs, summary)
+                .matmul(v.clone())
+        })
         .reduce(|a, b| a + b)
         .expect("at least one partition")
         .div_scalar(n)

@@ -58,6 +58,26 @@ pub struct Grid {
     pub cols: usize,
 }
 
+/// How Combiner-Axial row-major summarizes an earlier row for a query column.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RowSummary {
+    /// Parameter-free (paper section 4.3): the span key is the abstraction
+    /// (max-pool by default) of the row's keys.
+    #[default]
+    Pooled,
+    /// The authors' code (`SelfAttAxialRowmajor`): the span key of row `r2`
+    /// for column `c` is `W1 LayerNorm(x(r2, c) + W0 concat_heads(vbar(r2, c)))`,
+    /// with learned `W0`, `W1` and LayerNorm ([`crate::LearnedRowSummary`]).
+    Learned,
+}
+
+impl RowSummary {
+    fn is_pooled(&self) -> bool {
+        *self == RowSummary::Pooled
+    }
+}
+
 /// A factorization plan: which parts of `Omega_i` are attended directly and
 /// which through span summaries. A plan is data: it prints, serializes to TOML
 /// (`kind = "fixed"`, ...) and compiles to a [`Layout`] for any length.
@@ -91,11 +111,28 @@ pub enum Plan {
         /// Grid; see [`Plan::AxialVertical`].
         #[serde(default)]
         grid: Option<Grid>,
+        /// Span keys: pooled (parameter-free, the default) or learned (the
+        /// authors' code).
+        #[serde(default, skip_serializing_if = "RowSummary::is_pooled")]
+        summary: RowSummary,
     },
     /// Mixture (3.3): the mean of the outputs of several plans.
     Mixture {
         /// Component plans (the paper uses two).
         plans: Vec<Plan>,
+    },
+    /// Combiner-Mixture in the authors' joint form (`AxialMixtureAtt`): the
+    /// terms of axial-vertical and axial-horizontal in ONE softmax. LM:
+    /// direct = own column above the query plus own row up to it; spans =
+    /// every other column's rows above the query's row, and every earlier
+    /// row left of and right of the query's column. A position above and
+    /// off the query's column is reached through two spans, so the parts
+    /// overlap by design ([`Plan::overlaps_by_design`]). MLM mirrors every
+    /// part (rows below, later rows).
+    MixtureJoint {
+        /// Grid; see [`Plan::AxialVertical`].
+        #[serde(default)]
+        grid: Option<Grid>,
     },
     /// Combiner-Learnable (4.4, eq. 11/12): every token joins the region of
     /// its key's nearest centroid; centroids follow online k-means
@@ -140,11 +177,18 @@ pub enum PlanError {
     /// Unknown plan name.
     #[error("unknown plan `{0}`: expected one of {1}")]
     Unknown(String, &'static str),
+    /// The learned row summary was asked for without its weights.
+    #[error(
+        "the learned row-major summary needs the layer input x and its weights \
+         (w0, ln_scale, ln_bias, w1); run it through `CombinerAttention` or \
+         `plan_attention_with`"
+    )]
+    MissingSummaryWeights,
 }
 
 /// Names accepted by [`Plan::from_name`].
-pub const PLAN_NAMES: &str =
-    "fixed, logsparse, axial-vertical, axial-horizontal, axial-rowmajor, mixture, learnable";
+pub const PLAN_NAMES: &str = "fixed, logsparse, axial-vertical, axial-horizontal, axial-rowmajor, \
+     axial-rowmajor-learned, mixture, mixture-joint, learnable";
 
 /// `ceil(sqrt(n))`, at least 1: the default block size, axial width and
 /// cluster count of the `O(L sqrt L)` plans (and of the sparse baselines).
@@ -168,7 +212,19 @@ impl Plan {
             "logsparse" => Plan::Logsparse,
             "axial-vertical" | "vertical" => Plan::AxialVertical { grid: None },
             "axial-horizontal" | "horizontal" => Plan::AxialHorizontal { grid: None },
-            "axial-rowmajor" | "rowmajor" | "axial" => Plan::AxialRowmajor { grid: None },
+            "axial-rowmajor" | "rowmajor" | "axial" => Plan::AxialRowmajor {
+                grid: None,
+                summary: RowSummary::Pooled,
+            },
+            "axial-rowmajor-learned" | "rowmajor-learned" | "axial-learned" => {
+                Plan::AxialRowmajor {
+                    grid: None,
+                    summary: RowSummary::Learned,
+                }
+            }
+            "mixture-joint" | "joint-mixture" | "axial-mixture" => {
+                Plan::MixtureJoint { grid: None }
+            }
             "mixture" => Plan::Mixture {
                 plans: vec![
                     Plan::AxialVertical { grid: None },
@@ -181,6 +237,8 @@ impl Plan {
     }
 
     /// Every plan of the paper with default parameters (for `verify --all`).
+    /// The learned row-major summary is left out: its support is that of
+    /// `axial-rowmajor`, only its span keys differ.
     pub fn all() -> Vec<(&'static str, Plan)> {
         [
             "fixed",
@@ -189,6 +247,7 @@ impl Plan {
             "axial-horizontal",
             "axial-rowmajor",
             "mixture",
+            "mixture-joint",
             "learnable",
         ]
         .into_iter()
@@ -204,7 +263,15 @@ impl Plan {
             Plan::Logsparse => "logsparse".into(),
             Plan::AxialVertical { .. } => "axial-vertical".into(),
             Plan::AxialHorizontal { .. } => "axial-horizontal".into(),
-            Plan::AxialRowmajor { .. } => "axial-rowmajor".into(),
+            Plan::AxialRowmajor {
+                summary: RowSummary::Pooled,
+                ..
+            } => "axial-rowmajor".into(),
+            Plan::AxialRowmajor {
+                summary: RowSummary::Learned,
+                ..
+            } => "axial-rowmajor-learned".into(),
+            Plan::MixtureJoint { .. } => "mixture-joint".into(),
             Plan::Mixture { plans } => format!(
                 "mixture({})",
                 plans.iter().map(Plan::name).collect::<Vec<_>>().join("+")
@@ -218,6 +285,40 @@ impl Plan {
         match self {
             Plan::Mixture { plans } => plans.iter().flat_map(Plan::components).collect(),
             p => vec![p],
+        }
+    }
+
+    /// Whether some query reaches a position through two parts on purpose
+    /// (the authors' joint mixture); the verifier then counts overlaps
+    /// instead of failing on them, and `q(j|i)` sums both contributions.
+    pub fn overlaps_by_design(&self) -> bool {
+        self.components()
+            .iter()
+            .any(|p| matches!(p, Plan::MixtureJoint { .. }))
+    }
+
+    /// Whether some component needs the learned row summary (weights and
+    /// the layer input), so that it cannot run on `q`, `k`, `v` alone.
+    pub fn needs_learned_summary(&self) -> bool {
+        self.components().iter().any(|p| {
+            matches!(
+                p,
+                Plan::AxialRowmajor {
+                    summary: RowSummary::Learned,
+                    ..
+                }
+            )
+        })
+    }
+
+    /// The grid of an axial plan at `len` (`None` for other plans).
+    pub fn grid(&self, len: usize) -> Result<Option<Grid>, PlanError> {
+        match self {
+            Plan::AxialVertical { grid }
+            | Plan::AxialHorizontal { grid }
+            | Plan::AxialRowmajor { grid, .. }
+            | Plan::MixtureJoint { grid } => grid_for(len, *grid).map(Some),
+            _ => Ok(None),
         }
     }
 
@@ -244,11 +345,17 @@ impl Plan {
                 mode,
                 Axial::Horizontal,
             )),
-            Plan::AxialRowmajor { grid } => Ok(axial_layout(
+            Plan::AxialRowmajor { grid, .. } => Ok(axial_layout(
                 len,
                 grid_for(len, *grid)?,
                 mode,
                 Axial::Rowmajor,
+            )),
+            Plan::MixtureJoint { grid } => Ok(axial_layout(
+                len,
+                grid_for(len, *grid)?,
+                mode,
+                Axial::MixtureJoint,
             )),
             Plan::Mixture { plans } => match plans.as_slice() {
                 [] => Err(PlanError::EmptyMixture),
@@ -477,6 +584,7 @@ enum Axial {
     Vertical,
     Horizontal,
     Rowmajor,
+    MixtureJoint,
 }
 
 /// Combiner-Axial (4.3 LM, Appendix C MLM) on a `rows x cols` grid.
@@ -626,6 +734,98 @@ fn axial_layout(len: usize, g: Grid, mode: Mode, kind: Axial) -> Layout {
                 terms: vec![row, spans],
             }
         }
+        Axial::MixtureJoint => {
+            // Span sets, all inclusive prefixes (pooled keys and queries by
+            // running max/mean): columns top-down, rows left-to-right, rows
+            // right-to-left (reversed), and in MLM columns bottom-up.
+            let rev_rows: Vec<usize> = (0..n)
+                .flat_map(|r| (0..m).rev().map(move |c| at(r, c)))
+                .collect();
+            let rev_cols: Vec<usize> = (0..m)
+                .flat_map(|c| (0..n).rev().map(move |r| at(r, c)))
+                .collect();
+            let (down, l2r, r2l, up) = (0, n * m, 2 * n * m, 3 * n * m);
+            let mut span_sets = vec![
+                SpanSet::Prefixes {
+                    count: m,
+                    width: n,
+                    seqs: col_seqs.clone(),
+                },
+                SpanSet::Prefixes {
+                    count: n,
+                    width: m,
+                    seqs: row_seqs.clone(),
+                },
+                SpanSet::Prefixes {
+                    count: n,
+                    width: m,
+                    seqs: rev_rows,
+                },
+            ];
+            if !lm {
+                span_sets.push(SpanSet::Prefixes {
+                    count: m,
+                    width: n,
+                    seqs: rev_cols,
+                });
+            }
+            // Other columns, queries grouped by row: column c2 above row r
+            // (prefix r - 1) and, in MLM, below it (reversed prefix n - 2 - r).
+            let cw = if lm { m } else { 2 * m };
+            let mut cols = Term::new(n, m, cw, pad);
+            cols.queries.clone_from(&row_seqs);
+            for r in 0..n {
+                for c2 in 0..m {
+                    if r > 0 {
+                        cols.items[r * cw + c2] = item(down + c2 * n + r - 1);
+                    }
+                    if !lm && r + 1 < n {
+                        cols.items[r * cw + m + c2] = item(up + c2 * n + n - 2 - r);
+                    }
+                }
+                for c in 0..m {
+                    if at(r, c) == pad {
+                        continue;
+                    }
+                    for c2 in (0..m).filter(|&c2| c2 != c) {
+                        cols.mask[(r * m + c) * cw + c2] = r > 0;
+                        if !lm {
+                            cols.mask[(r * m + c) * cw + m + c2] =
+                                r + 1 < n && at(r + 1, c2) != pad;
+                        }
+                    }
+                }
+            }
+            // Other rows, queries grouped by column: row s left of column c
+            // (prefix c - 1) and right of it (reversed prefix m - 2 - c).
+            let mut rows = Term::new(m, n, 2 * n, pad);
+            rows.queries.clone_from(&col_seqs);
+            for c in 0..m {
+                for s in 0..n {
+                    if c > 0 {
+                        rows.items[c * 2 * n + s] = item(l2r + s * m + c - 1);
+                    }
+                    if c + 1 < m {
+                        rows.items[c * 2 * n + n + s] = item(r2l + s * m + m - 2 - c);
+                    }
+                }
+                for r in 0..n {
+                    if at(r, c) == pad {
+                        continue;
+                    }
+                    for s in (0..n).filter(|&s| s != r && (!lm || s < r)) {
+                        let q = (c * n + r) * 2 * n;
+                        rows.mask[q + s] = c > 0 && at(s, 0) != pad;
+                        rows.mask[q + n + s] = c + 1 < m && at(s, c + 1) != pad;
+                    }
+                }
+            }
+            Layout {
+                len,
+                span_sets,
+                terms: vec![row, col, cols, rows],
+            }
+        }
     }
 }
 
@@ -725,7 +925,7 @@ mod cache_tests {
     fn cached_layouts_are_built_once_and_equal_fresh_ones() {
         for plan in [
             Plan::Fixed { block: None },
-            Plan::AxialRowmajor { grid: None },
+            Plan::from_name("axial-rowmajor").unwrap(),
             Plan::Logsparse,
         ] {
             for mode in [Mode::Lm, Mode::Mlm] {

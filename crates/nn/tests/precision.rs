@@ -20,7 +20,14 @@ type Inner = NdArray<f32>;
 
 fn configs() -> Vec<AttentionConfig> {
     let mut all = AttentionConfig::examples();
-    for (_, plan) in combiner::Plan::all() {
+    let learned = combiner::Plan::AxialRowmajor {
+        grid: None,
+        summary: combiner::RowSummary::Learned,
+    };
+    for (_, plan) in combiner::Plan::all()
+        .into_iter()
+        .chain([("learned", learned)])
+    {
         for abstraction in [
             combiner::AbstractionKind::Max,
             combiner::AbstractionKind::DeepSetsMean,

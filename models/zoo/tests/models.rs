@@ -32,6 +32,7 @@ fn axial(rows: usize, cols: usize) -> AttentionConfig {
     AttentionConfig::Combiner {
         plan: Plan::AxialRowmajor {
             grid: Some(Grid { rows, cols }),
+            summary: Default::default(),
         },
         abstraction: Default::default(),
     }

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use clap::Args;
-use combiner::{plan_attention, AbstractionKind, Mode};
+use combiner::attention::{plan_attention_with, PlanInputs};
+use combiner::{AbstractionKind, LearnedRowSummary, Mode};
 use safetensors::{Dtype, SafeTensors};
 
 use super::partitions::{components, oracle};
-use super::{AbstractionArg, ModeArg, PlanSource};
+use super::{AbstractionArg, ModeArg, PlanSize, PlanSource};
 use crate::backend::BackendJob;
 
 /// Arguments of `plan apply`.
@@ -18,10 +19,13 @@ use crate::backend::BackendJob;
 pub struct ApplyArgs {
     #[command(flatten)]
     source: PlanSource,
+    #[command(flatten)]
+    size: PlanSize,
     /// LM (causal) or MLM (bidirectional).
     #[arg(long, value_enum)]
     mode: ModeArg,
-    /// safetensors file with f32 tensors `q`, `k`, `v` of shape [batch, heads, seq, d_head].
+    /// safetensors file with f32 tensors `q`, `k`, `v` of shape [batch, heads, seq, d_head]
+    /// (and, for the learned row summary, `x`, `w0`, `ln_scale`, `ln_bias`, `w1`).
     #[arg(long, value_name = "FILE")]
     input: PathBuf,
     /// safetensors file to write: tensor `out` (and `oracle` with --oracle).
@@ -44,15 +48,15 @@ impl BackendJob for ApplyArgs {
 
 /// Reads q, k, v, runs the plan and writes the outputs.
 pub fn run<B: Backend>(device: &B::Device, args: &ApplyArgs) -> Result<()> {
-    let plan = args.source.load()?;
+    let plan = args.size.apply(args.source.load()?)?;
     let mode: Mode = args.mode.into();
     let bytes =
         std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
     let file = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a safetensors file", args.input.display()))?;
-    let q = read_f32(&file, &args.input, "q")?;
-    let k = read_f32(&file, &args.input, "k")?;
-    let v = read_f32(&file, &args.input, "v")?;
+    let q = read_qkv(&file, &args.input, "q")?;
+    let k = read_qkv(&file, &args.input, "k")?;
+    let v = read_qkv(&file, &args.input, "v")?;
     for other in [&k, &v] {
         anyhow::ensure!(
             other.shape == q.shape,
@@ -64,25 +68,36 @@ pub fn run<B: Backend>(device: &B::Device, args: &ApplyArgs) -> Result<()> {
             q.shape
         );
     }
-    let shape = q.shape;
+    let shape: [usize; 4] = q.shape.clone().try_into().expect("rank 4 checked");
     anyhow::ensure!(
         shape.iter().all(|&n| n > 0),
         "{}: tensor `q` has shape {shape:?}; every dimension must be at least 1",
         args.input.display()
     );
 
+    let learned = if plan.needs_learned_summary() {
+        Some(read_summary::<B>(&file, &args.input, shape, device)?)
+    } else {
+        None
+    };
+    let learned = learned.as_ref().map(|(s, x)| (s, x));
+
     let [q, k, v] =
         [q, k, v].map(|t| Tensor::<B, 4>::from_data(TensorData::new(t.values, t.shape), device));
     let kind: AbstractionKind = args.abstraction.into();
     let abs = kind.init::<B>(shape[3], device);
-    let out = plan_attention(q.clone(), k.clone(), v.clone(), &plan, mode, &abs, None)
+    let inputs = PlanInputs {
+        learned: learned.map(|(s, x)| (s, x.clone())),
+        ..PlanInputs::default()
+    };
+    let out = plan_attention_with(q.clone(), k.clone(), v.clone(), &plan, mode, &abs, inputs)
         .with_context(|| format!("running plan `{}` at length {}", plan.name(), shape[2]))?;
     let out = to_vec(out)?;
 
     let mut tensors = vec![("out".to_string(), out)];
     if args.oracle {
         let comps = components(&plan, mode, &k)?;
-        let reference = to_vec(oracle(q, k, v, &comps, &abs))?;
+        let reference = to_vec(oracle(q, k, v, &comps, &abs, learned)?)?;
         let diff = tensors[0]
             .1
             .iter()
@@ -128,20 +143,82 @@ pub fn run<B: Backend>(device: &B::Device, args: &ApplyArgs) -> Result<()> {
     Ok(())
 }
 
-/// An f32 tensor of rank 4 read from a safetensors file.
+/// An f32 tensor read from a safetensors file.
 struct Input {
     name: &'static str,
-    shape: [usize; 4],
+    shape: Vec<usize>,
     values: Vec<f32>,
 }
 
-fn read_f32(file: &SafeTensors<'_>, path: &Path, name: &'static str) -> Result<Input> {
+/// `q`, `k` or `v`: rank 4 `[batch, heads, seq, d_head]`.
+fn read_qkv(file: &SafeTensors<'_>, path: &Path, name: &'static str) -> Result<Input> {
+    let t = read_f32(
+        file,
+        path,
+        name,
+        "f32 tensors q, k, v of shape [batch, heads, seq, d_head]",
+    )?;
+    anyhow::ensure!(
+        t.shape.len() == 4,
+        "{}: tensor `{name}` has shape {:?}, expected rank 4 [batch, heads, seq, d_head]",
+        path.display(),
+        t.shape
+    );
+    Ok(t)
+}
+
+/// The learned row summary's weights and the layer input `x`, checked
+/// against `q`'s shape `[batch, heads, seq, d_head]`.
+fn read_summary<B: Backend>(
+    file: &SafeTensors<'_>,
+    path: &Path,
+    [b, h, len, d]: [usize; 4],
+    device: &B::Device,
+) -> Result<(LearnedRowSummary<B>, Tensor<B, 3>)> {
+    const WHAT: &str = "for the learned row summary: x [batch, seq, d_model], w0 [heads, d_head, \
+                        d_model], ln_scale and ln_bias [d_model], w1 [d_model, heads, d_head]";
+    let x = read_f32(file, path, "x", WHAT)?;
+    let dm = match x.shape.as_slice() {
+        &[xb, xl, dm] if xb == b && xl == len && dm > 0 => dm,
+        other => anyhow::bail!(
+            "{}: tensor `x` has shape {other:?}, expected [batch, seq, d_model] = [{b}, {len}, \
+             d_model] to match `q` [{b}, {h}, {len}, {d}]",
+            path.display()
+        ),
+    };
+    let get = |name: &'static str, expected: Vec<usize>, words: &str| -> Result<Input> {
+        let t = read_f32(file, path, name, WHAT)?;
+        anyhow::ensure!(
+            t.shape == expected,
+            "{}: tensor `{name}` has shape {:?}, expected {words} = {expected:?} (heads and \
+             d_head from `q`, d_model from `x`)",
+            path.display(),
+            t.shape
+        );
+        Ok(t)
+    };
+    let w0 = get("w0", vec![h, d, dm], "[heads, d_head, d_model]")?;
+    let scale = get("ln_scale", vec![dm], "[d_model]")?;
+    let bias = get("ln_bias", vec![dm], "[d_model]")?;
+    let w1 = get("w1", vec![dm, h, d], "[d_model, heads, d_head]")?;
+    let t3 = |t: Input| Tensor::<B, 3>::from_data(TensorData::new(t.values, t.shape), device);
+    let t1 = |t: Input| Tensor::<B, 1>::from_data(TensorData::new(t.values, t.shape), device);
+    let summary = LearnedRowSummary::from_weights(t3(w0), t1(scale), t1(bias), t3(w1))
+        .with_context(|| format!("{}: learned row summary weights", path.display()))?;
+    Ok((summary, t3(x)))
+}
+
+fn read_f32(
+    file: &SafeTensors<'_>,
+    path: &Path,
+    name: &'static str,
+    expected: &str,
+) -> Result<Input> {
     let view = file.tensor(name).map_err(|_| {
         let mut names = file.names();
         names.sort();
         anyhow::anyhow!(
-            "{}: no tensor `{name}` (the file holds: {}); expected f32 tensors q, k, v of \
-             shape [batch, heads, seq, d_head]",
+            "{}: no tensor `{name}` (the file holds: {}); expected {expected}",
             path.display(),
             if names.is_empty() {
                 "nothing".to_string()
@@ -156,13 +233,6 @@ fn read_f32(file: &SafeTensors<'_>, path: &Path, name: &'static str) -> Result<I
         path.display(),
         view.dtype()
     );
-    let shape: [usize; 4] = view.shape().try_into().map_err(|_| {
-        anyhow::anyhow!(
-            "{}: tensor `{name}` has shape {:?}, expected rank 4 [batch, heads, seq, d_head]",
-            path.display(),
-            view.shape()
-        )
-    })?;
     let values = view
         .data()
         .chunks_exact(4)
@@ -170,7 +240,7 @@ fn read_f32(file: &SafeTensors<'_>, path: &Path, name: &'static str) -> Result<I
         .collect();
     Ok(Input {
         name,
-        shape,
+        shape: view.shape().to_vec(),
         values,
     })
 }

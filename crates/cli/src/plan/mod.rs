@@ -10,13 +10,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use combiner::{AbstractionKind, Mode, Plan};
+use combiner::{AbstractionKind, Grid, Mode, Plan};
 
 use crate::backend::{run_on, BackendKind};
 
 /// Plan names accepted by `--plan`, for help texts.
 const PLAN_HELP: &str = "Plan by name: fixed, logsparse, axial-vertical, axial-horizontal, \
-                         axial-rowmajor, mixture (vertical + horizontal), learnable";
+                         axial-rowmajor, axial-rowmajor-learned (the authors' learned row \
+                         summary), mixture (mean of vertical + horizontal), mixture-joint \
+                         (the authors' one-softmax mixture), learnable";
 
 /// The `plan` subcommands.
 #[derive(Debug, Subcommand)]
@@ -55,8 +57,14 @@ pub enum PlanCommand {
     /// writes tensor `out` (f32, same shape) to `--output`; with `--oracle`
     /// also `oracle`, the dense O(L^2) reference of eq. (8), so results can be
     /// compared with another implementation on identical inputs.
-    #[command(after_help = "Example:\n  \
-        combiner plan apply --plan fixed --mode lm --input qkv.safetensors --output out.safetensors --oracle")]
+    ///
+    /// The learned row-major summary (`axial-rowmajor-learned`) also reads the
+    /// layer input `x` [batch, seq, d_model] and its weights `w0` [heads,
+    /// d_head, d_model], `ln_scale`, `ln_bias` [d_model] and `w1` [d_model,
+    /// heads, d_head]; span key = w1 . LayerNorm(x + w0 . vbar) (eps 1e-6).
+    #[command(after_help = "Examples:\n  \
+        combiner plan apply --plan fixed --mode lm --input qkv.safetensors --output out.safetensors --oracle\n  \
+        combiner plan apply --plan axial-rowmajor-learned --grid 4x8 --mode lm --input qkvxw.safetensors --output out.safetensors --oracle")]
     Apply(apply::ApplyArgs),
 }
 
@@ -107,6 +115,98 @@ pub fn plan_from_file(path: &Path) -> Result<Plan> {
             path.display()
         )
     })
+}
+
+/// `--grid` and `--block-size`: a plan's size without a config file.
+#[derive(Debug, Args)]
+pub struct PlanSize {
+    /// Grid of the axial plans (axial-*, mixture-joint, and mixture components), e.g. `4x8`.
+    #[arg(long, value_name = "ROWSxCOLS", value_parser = parse_grid)]
+    grid: Option<Grid>,
+    /// Block size of the fixed plan (also inside mixtures).
+    #[arg(long, value_name = "S")]
+    block_size: Option<usize>,
+}
+
+impl PlanSize {
+    /// `plan` with the given sizes set on every component they apply to; a
+    /// size that applies to no component is an error.
+    pub fn apply(&self, plan: Plan) -> Result<Plan> {
+        if let Some(s) = self.block_size {
+            anyhow::ensure!(s >= 1, "--block-size must be at least 1");
+        }
+        let (mut grid_used, mut block_used) = (false, false);
+        let plan = self.resize(plan, &mut grid_used, &mut block_used);
+        anyhow::ensure!(
+            self.grid.is_none() || grid_used,
+            "--grid applies to axial plans (axial-vertical, axial-horizontal, axial-rowmajor, \
+             mixture-joint), not to `{}`",
+            plan.name()
+        );
+        anyhow::ensure!(
+            self.block_size.is_none() || block_used,
+            "--block-size applies to the fixed plan, not to `{}`",
+            plan.name()
+        );
+        Ok(plan)
+    }
+
+    fn resize(&self, plan: Plan, grid_used: &mut bool, block_used: &mut bool) -> Plan {
+        let g = |old: Option<Grid>, used: &mut bool| match self.grid {
+            Some(new) => {
+                *used = true;
+                Some(new)
+            }
+            None => old,
+        };
+        match plan {
+            Plan::Fixed { block } => Plan::Fixed {
+                block: match self.block_size {
+                    Some(s) => {
+                        *block_used = true;
+                        Some(s)
+                    }
+                    None => block,
+                },
+            },
+            Plan::AxialVertical { grid } => Plan::AxialVertical {
+                grid: g(grid, grid_used),
+            },
+            Plan::AxialHorizontal { grid } => Plan::AxialHorizontal {
+                grid: g(grid, grid_used),
+            },
+            Plan::AxialRowmajor { grid, summary } => Plan::AxialRowmajor {
+                grid: g(grid, grid_used),
+                summary,
+            },
+            Plan::MixtureJoint { grid } => Plan::MixtureJoint {
+                grid: g(grid, grid_used),
+            },
+            Plan::Mixture { plans } => Plan::Mixture {
+                plans: plans
+                    .into_iter()
+                    .map(|p| self.resize(p, grid_used, block_used))
+                    .collect(),
+            },
+            p @ (Plan::Logsparse | Plan::Learnable { .. }) => p,
+        }
+    }
+}
+
+/// Parses `ROWSxCOLS`, e.g. `4x8`.
+fn parse_grid(s: &str) -> Result<Grid, String> {
+    let bad = || format!("`{s}` is not a grid: expected ROWSxCOLS with both at least 1, e.g. 4x8");
+    let (r, c) = s
+        .to_ascii_lowercase()
+        .split_once('x')
+        .map(|(r, c)| (r.trim().to_string(), c.trim().to_string()))
+        .ok_or_else(bad)?;
+    let rows: usize = r.parse().map_err(|_| bad())?;
+    let cols: usize = c.parse().map_err(|_| bad())?;
+    if rows == 0 || cols == 0 {
+        return Err(bad());
+    }
+    Ok(Grid { rows, cols })
 }
 
 /// `--mode` for commands that run one mode.

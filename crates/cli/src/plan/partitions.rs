@@ -8,8 +8,8 @@
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use combiner::attention::{assign_clusters, default_centroids};
-use combiner::plan::{grid_for, routing_layout};
-use combiner::{Abstraction, Grid, Mode, Partition, Plan};
+use combiner::plan::routing_layout;
+use combiner::{Abstraction, Grid, LearnedRowSummary, Mode, Partition, Plan, RowSummary};
 
 /// The partitions of one component plan.
 pub enum Parts {
@@ -27,6 +27,8 @@ pub struct Component {
     pub grid: Option<Grid>,
     /// Its partitions.
     pub parts: Parts,
+    /// Whether its span keys are the learned row summary's.
+    pub learned: bool,
 }
 
 impl Component {
@@ -68,13 +70,20 @@ pub fn components<B: Backend>(plan: &Plan, mode: Mode, k: &Tensor<B, 4>) -> Resu
                         .partition(),
                 ),
             };
-            let grid = match comp {
-                Plan::AxialVertical { grid }
-                | Plan::AxialHorizontal { grid }
-                | Plan::AxialRowmajor { grid } => Some(grid_for(len, *grid)?),
-                _ => None,
-            };
-            Ok(Component { name, grid, parts })
+            let grid = comp.grid(len)?;
+            let learned = matches!(
+                comp,
+                Plan::AxialRowmajor {
+                    summary: RowSummary::Learned,
+                    ..
+                }
+            );
+            Ok(Component {
+                name,
+                grid,
+                parts,
+                learned,
+            })
         })
         .collect()
 }
@@ -90,7 +99,9 @@ fn compact(ids: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// The dense oracle output `q(j|i) V` averaged over components.
+/// The dense oracle output `q(j|i) V` averaged over components; `learned`
+/// (the learned row summary and the layer input `x: [batch, seq, d_model]`)
+/// gives the span keys of `axial-rowmajor` with `summary = "learned"`.
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`; output the same
@@ -100,32 +111,60 @@ pub fn oracle<B: Backend>(
     v: Tensor<B, 4>,
     comps: &[Component],
     abs: &Abstraction<B>,
-) -> Tensor<B, 4> {
-    use combiner::oracle::oracle_attention;
-    let shared: Option<Vec<Partition>> = comps
-        .iter()
-        .map(|c| match &c.parts {
-            Parts::Shared(p) => Some(p.clone()),
-            Parts::PerSlice(_) => None,
-        })
-        .collect();
-    if let Some(parts) = shared {
-        return oracle_attention(q, k, v, &parts, abs);
-    }
+    learned: Option<(&LearnedRowSummary<B>, &Tensor<B, 3>)>,
+) -> Result<Tensor<B, 4>> {
+    use combiner::oracle::{oracle_attention, oracle_attention_learned};
     let [b, h, len, d] = q.dims();
-    let rows = (0..b)
-        .map(|bi| {
-            let heads = (0..h)
-                .map(|hi| {
-                    let s = bi * h + hi;
-                    let parts: Vec<Partition> = comps.iter().map(|c| c.slice(s).clone()).collect();
-                    let sl =
-                        |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
-                    oracle_attention(sl(&q), sl(&k), sl(&v), &parts, abs)
-                })
-                .collect();
-            Tensor::cat(heads, 1)
-        })
-        .collect();
-    Tensor::cat(rows, 0)
+    let mut total: Option<Tensor<B, 4>> = None;
+    for c in comps {
+        let out = match &c.parts {
+            Parts::Shared(p) if c.learned => {
+                let (summary, x) = learned.with_context(|| {
+                    format!(
+                        "the oracle of `{}` needs the learned summary's weights",
+                        c.name
+                    )
+                })?;
+                oracle_attention_learned(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    x.clone(),
+                    std::slice::from_ref(p),
+                    abs,
+                    summary,
+                )
+            }
+            Parts::Shared(p) => oracle_attention(
+                q.clone(),
+                k.clone(),
+                v.clone(),
+                std::slice::from_ref(p),
+                abs,
+            ),
+            Parts::PerSlice(_) => {
+                let rows = (0..b)
+                    .map(|bi| {
+                        let heads = (0..h)
+                            .map(|hi| {
+                                let sl = |t: &Tensor<B, 4>| {
+                                    t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d])
+                                };
+                                let p = c.slice(bi * h + hi).clone();
+                                oracle_attention(sl(&q), sl(&k), sl(&v), &[p], abs)
+                            })
+                            .collect();
+                        Tensor::cat(heads, 1)
+                    })
+                    .collect();
+                Tensor::cat(rows, 0)
+            }
+        };
+        total = Some(match total {
+            Some(acc) => acc + out,
+            None => out,
+        });
+    }
+    let total = total.context("a plan has at least one component")?;
+    Ok(total.div_scalar(comps.len() as f64))
 }

@@ -11,7 +11,7 @@ use combiner::{AbstractionKind, Mode, Plan};
 
 use super::partitions::components;
 use super::render::{heat_cells, heat_text, scale_for, support_cells, support_text, write_png};
-use super::{AbstractionArg, ModeArg, PlanSource};
+use super::{AbstractionArg, ModeArg, PlanSize, PlanSource};
 use crate::backend::BackendJob;
 
 /// Longest sequence whose attention matrix is also printed as text.
@@ -22,6 +22,8 @@ const TEXT_HEAT_MAX: usize = 64;
 pub struct ShowArgs {
     #[command(flatten)]
     source: PlanSource,
+    #[command(flatten)]
+    size: PlanSize,
     /// Sequence length L.
     #[arg(long, value_name = "L")]
     len: usize,
@@ -68,7 +70,7 @@ impl BackendJob for ShowArgs {
 
 /// Draws the plan; prints the text pictures and the paths of the PNGs.
 pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
-    let plan = args.source.load()?;
+    let plan = args.size.apply(args.source.load()?)?;
     let mode: Mode = args.mode.into();
     let len = args.len;
     anyhow::ensure!(len >= 1, "--len must be at least 1");
@@ -98,6 +100,20 @@ pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
         outln!(
             "learnable: regions = nearest of the default centroids to the random keys (seed {})",
             args.seed
+        );
+    }
+    if comps.iter().any(|c| c.learned) {
+        outln!(
+            "{}: the heat map uses pooled span keys (the learned summary's weights are not \
+             given here; `plan apply` takes them); the support is the same",
+            plan.name()
+        );
+    }
+    if plan.overlaps_by_design() {
+        outln!(
+            "{}: positions above and off the query's column are reached through two spans; \
+             the text picture shows the last one",
+            plan.name()
         );
     }
     let multi = comps.len() > 1;

@@ -40,7 +40,11 @@ fn every_subcommand_has_help_with_an_example() {
 #[test]
 fn verify_all_plans_pass() {
     let out = ok(&["plan", "verify", "--all", "--growth", "64,256,1024"]);
-    assert!(out.contains("14 of 14 plan/mode checks passed"), "{out}");
+    assert!(out.contains("16 of 16 plan/mode checks passed"), "{out}");
+    assert!(
+        out.contains("OVERLAPPING"),
+        "the joint mixture is reported overlapping:\n{out}"
+    );
     assert!(!out.contains("FAIL"), "{out}");
 }
 
@@ -208,6 +212,8 @@ fn apply_matches_the_oracle() {
         ("fixed", "lm"),
         ("logsparse", "mlm"),
         ("mixture", "lm"),
+        ("mixture-joint", "lm"),
+        ("mixture-joint", "mlm"),
         ("learnable", "mlm"),
     ] {
         let output = dir.path().join(format!("{plan}-{mode}.safetensors"));
@@ -328,4 +334,172 @@ fn a_backend_not_compiled_in_names_its_feature() {
     ]);
     assert!(err.contains("backend `cuda` is not compiled in"), "{err}");
     assert!(err.contains("--features cuda"), "{err}");
+}
+
+/// Writes f32 tensors of the given names and shapes (deterministic values).
+fn write_named(path: &Path, tensors: &[(&str, Vec<usize>)]) {
+    let raw: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n = shape.iter().product();
+            let bytes = values(n, i as u64 + 11)
+                .iter()
+                .flat_map(|x| (x * 0.5).to_le_bytes())
+                .collect();
+            (name.to_string(), shape.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<_> = raw
+        .iter()
+        .map(|(name, shape, b)| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
+fn learned_inputs(
+    b: usize,
+    h: usize,
+    len: usize,
+    d: usize,
+    dm: usize,
+) -> Vec<(&'static str, Vec<usize>)> {
+    vec![
+        ("q", vec![b, h, len, d]),
+        ("k", vec![b, h, len, d]),
+        ("v", vec![b, h, len, d]),
+        ("x", vec![b, len, dm]),
+        ("w0", vec![h, d, dm]),
+        ("ln_scale", vec![dm]),
+        ("ln_bias", vec![dm]),
+        ("w1", vec![dm, h, d]),
+    ]
+}
+
+#[test]
+fn apply_runs_the_learned_row_summary_from_file_weights_and_matches_the_oracle() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("qkvxw.safetensors");
+    write_named(&input, &learned_inputs(2, 2, 22, 4, 6));
+    for mode in ["lm", "mlm"] {
+        let output = dir.path().join(format!("learned-{mode}.safetensors"));
+        let out = ok(&[
+            "plan",
+            "apply",
+            "--plan",
+            "axial-rowmajor-learned",
+            "--grid",
+            "5x5",
+            "--mode",
+            mode,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--oracle",
+        ]);
+        assert!(out.contains("axial-rowmajor-learned"), "{out}");
+        let bytes = std::fs::read(&output).unwrap();
+        let file = SafeTensors::deserialize(&bytes).unwrap();
+        let (shape, out) = read_f32(&file, "out");
+        let (_, reference) = read_f32(&file, "oracle");
+        assert_eq!(shape, vec![2, 2, 22, 4]);
+        let diff = out
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "[{mode}]: max |out - oracle| = {diff}");
+        // the weights are used: the pooled plan on the same q, k, v differs
+        let pooled = dir.path().join(format!("pooled-{mode}.safetensors"));
+        ok(&[
+            "plan",
+            "apply",
+            "--plan",
+            "axial-rowmajor",
+            "--grid",
+            "5x5",
+            "--mode",
+            mode,
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            pooled.to_str().unwrap(),
+        ]);
+        let bytes = std::fs::read(&pooled).unwrap();
+        let (_, p) = read_f32(&SafeTensors::deserialize(&bytes).unwrap(), "out");
+        assert!(p.iter().zip(&out).any(|(a, b)| (a - b).abs() > 1e-3));
+    }
+}
+
+#[test]
+fn apply_names_missing_or_misshapen_summary_weights_and_bad_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.safetensors");
+    let run = |input: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            "apply",
+            "--plan",
+            "axial-rowmajor-learned",
+            "--mode",
+            "lm",
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    let mut tensors = learned_inputs(1, 2, 9, 3, 4);
+    tensors.retain(|(name, _)| *name != "w1");
+    let no_w1 = dir.path().join("no-w1.safetensors");
+    write_named(&no_w1, &tensors);
+    let err = run(&no_w1, &[]);
+    assert!(
+        err.contains("no-w1.safetensors")
+            && err.contains("no tensor `w1`")
+            && err.contains("[d_model, heads, d_head]"),
+        "{err}"
+    );
+
+    let mut tensors = learned_inputs(1, 2, 9, 3, 4);
+    tensors[4].1 = vec![2, 4, 3]; // w0 transposed
+    let bad_w0 = dir.path().join("bad-w0.safetensors");
+    write_named(&bad_w0, &tensors);
+    let err = run(&bad_w0, &[]);
+    assert!(
+        err.contains("bad-w0.safetensors")
+            && err.contains("`w0` has shape [2, 4, 3]")
+            && err.contains("[2, 3, 4]"),
+        "{err}"
+    );
+
+    let mut tensors = learned_inputs(1, 2, 9, 3, 4);
+    tensors[3].1 = vec![1, 8, 4]; // x one position short
+    let bad_x = dir.path().join("bad-x.safetensors");
+    write_named(&bad_x, &tensors);
+    let err = run(&bad_x, &[]);
+    assert!(err.contains("`x` has shape [1, 8, 4]"), "{err}");
+
+    let good = dir.path().join("good.safetensors");
+    write_named(&good, &learned_inputs(1, 2, 9, 3, 4));
+    let err = run(&good, &["--grid", "2x4"]);
+    assert!(
+        err.contains("grid 2x4 holds 8 positions but the sequence has 9"),
+        "{err}"
+    );
+    let err = run(&good, &["--grid", "3by3"]);
+    assert!(err.contains("ROWSxCOLS"), "{err}");
+    let err = run(&good, &["--block-size", "3"]);
+    assert!(
+        err.contains("--block-size applies to the fixed plan"),
+        "{err}"
+    );
 }

@@ -1,6 +1,6 @@
 //! Plans are data: they round-trip through TOML and reject unknown keys.
 
-use combiner::{Grid, Plan};
+use combiner::{Grid, Plan, RowSummary};
 
 #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
 struct Wrapper {
@@ -13,6 +13,14 @@ fn every_plan_round_trips_through_toml() {
     plans.push(Plan::Fixed { block: Some(9) });
     plans.push(Plan::AxialRowmajor {
         grid: Some(Grid { rows: 32, cols: 96 }),
+        summary: RowSummary::Pooled,
+    });
+    plans.push(Plan::AxialRowmajor {
+        grid: Some(Grid { rows: 4, cols: 5 }),
+        summary: RowSummary::Learned,
+    });
+    plans.push(Plan::MixtureJoint {
+        grid: Some(Grid { rows: 3, cols: 7 }),
     });
     for plan in plans {
         let w = Wrapper { plan };

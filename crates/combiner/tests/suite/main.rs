@@ -7,6 +7,7 @@ mod common;
 mod config;
 mod extension;
 mod gradients;
+mod learned;
 mod memory;
 mod oracle;
 mod verifier;

@@ -3,9 +3,10 @@
 use combiner::layout::{Layout, SpanSet, Term};
 use combiner::plan::fixed_layout;
 use combiner::verify::{
-    check_layout, verify_plan, verify_with, Violation, CHECK_LENGTHS, GROWTH_LENGTHS, MAX_EXPONENT,
+    check_layout, check_layout_with, verify_plan, verify_with, Violation, CHECK_LENGTHS,
+    GROWTH_LENGTHS, MAX_EXPONENT,
 };
-use combiner::{Mode, Plan};
+use combiner::{Grid, Mode, Plan};
 
 #[test]
 fn every_paper_plan_passes_in_both_modes() {
@@ -180,4 +181,42 @@ fn rejects_quadratic_plans() {
     let e = report.exponents[0].unwrap();
     assert!((1.95..2.05).contains(&e), "dense terms grow as L^{e}");
     assert!(report.to_string().contains("not sub-quadratic"));
+}
+
+#[test]
+fn joint_mixture_is_reported_overlapping_and_otherwise_passes() {
+    let plan = Plan::from_name("mixture-joint").unwrap();
+    assert!(plan.overlaps_by_design());
+    assert!(!Plan::from_name("mixture").unwrap().overlaps_by_design());
+    for mode in [Mode::Lm, Mode::Mlm] {
+        let report = verify_plan(&plan, mode, &CHECK_LENGTHS, &GROWTH_LENGTHS);
+        assert!(report.passed(), "{mode}:\n{report}");
+        assert!(report.overlaps > 0, "{mode}: no overlap counted");
+        assert!(report.to_string().contains("OVERLAPPING"), "{report}");
+        // a verifier that requires disjoint parts rejects it
+        let strict = verify_with("mixture-joint", mode, &[12, 65], &[], MAX_EXPONENT, |len| {
+            plan.component_layouts(len, mode)
+        });
+        assert!(
+            strict
+                .violations
+                .iter()
+                .any(|(_, v)| matches!(v, Violation::Overlap { .. })),
+            "{strict}"
+        );
+    }
+    // LM on a full 3 x 3 grid: query (r, c) reaches each (s, t) with s < r and
+    // t != c through its column span and its row span: r * (m - 1) pairs.
+    let grid = Plan::MixtureJoint {
+        grid: Some(Grid { rows: 3, cols: 3 }),
+    };
+    let layout = grid.layout(9, Mode::Lm).unwrap();
+    let (counts, v) = check_layout_with(&layout, Mode::Lm, 100, true);
+    assert!(v.is_empty(), "{v:?}");
+    assert_eq!(counts.overlaps, 3 * 2 * (1 + 2));
+    let v = check_layout(&layout, Mode::Lm, 100).1;
+    assert!(v.contains(&Violation::Overlap {
+        query: 4, // (1, 1)
+        position: 0,
+    }));
 }
