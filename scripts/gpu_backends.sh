@@ -6,12 +6,17 @@
 # - `plan apply`: Combiner-Axial row-major (LM) and Combiner-Fixed (MLM) on the
 #   same random q, k, v; outputs compared with ndarray's.
 # Tolerances (f32 everywhere): losses within 1e-3 relative, attention outputs
-# within 1e-4 absolute. Also reports each backend's wall time (cuda's first
+# within 1e-4 absolute (2e-3 on cuda, whose f32 matmul uses TF32). Also reports each backend's wall time (cuda's first
 # run includes NVRTC compilation and autotuning: its warm-up).
 # Needs gpu-bin/ with a binary built with --features tch,cuda,wgpu and
 # cifar10-jpeg.tar.xz. Writes $OUT/backends.md, backends.json and logs.
 source "$(dirname "$0")/gpu_env.sh"
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
+# wgpu needs the Vulkan loader; a host without libvulkan1 can take it from
+# gpu-bin/vulkan/ (apt-get download libvulkan1 on the build machine); the
+# driver's Vulkan ICD (libGLX_nvidia.so.0) lives in /usr/local/nvidia/lib64
+[ -d gpu-bin/vulkan ] && export LD_LIBRARY_PATH=$PWD/gpu-bin/vulkan:$LD_LIBRARY_PATH
+[ -d /usr/local/nvidia/lib64 ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/nvidia/lib64
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda} CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 BACKENDS=${BACKENDS:-"ndarray tch cuda wgpu"}
 DATA=/tmp/data
@@ -84,14 +89,16 @@ for be in backends:
     for plan in ["axial-rowmajor", "fixed"]:
         a, b = tensor(f"{w}/apply-{plan}-ndarray.safetensors"), tensor(f"{w}/apply-{plan}-{be}.safetensors")
         diffs[plan] = None if a is None or b is None else max(abs(x - y) for x, y in zip(a, b))
-    ok = rel is not None and len(steps) == 20 and rel < 1e-3 and all(v is not None and v < 1e-4 for v in diffs.values())
+    # CubeCL's f32 matmul runs on TF32 tensor cores (10-bit mantissa): 2e-3
+    tol = 2e-3 if be == "cuda" else 1e-4
+    ok = rel is not None and len(steps) == 20 and rel < 1e-3 and all(v is not None and v < tol for v in diffs.values())
     res[be] = dict(steps=len(steps), loss_max_rel_diff=rel, apply_max_abs_diff=diffs, ok=ok)
     f = lambda v: "failed" if v is None else f"{v:.1e}"
     rows.append(f"| {be} | {len(steps)} | {f(rel)} | {f(diffs['axial-rowmajor'])} | {f(diffs['fixed'])} | {'yes' if ok else 'NO'} |")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+commit = next((l.split(":", 1)[1].strip() for l in open(f"{w}/base/run.txt") if l.startswith("commit")), "unknown")
 md = [f"# Backends against ndarray ({gpu}, commit {commit})", "",
       "Losses of steps 2-21 of the CIFAR-10 `check` preset resumed from one ndarray checkpoint (tolerance 1e-3 relative);",
-      "`plan apply` outputs on the same q, k, v [2, 4, 300, 16] (tolerance 1e-4 absolute).", "",
+      "`plan apply` outputs on the same q, k, v [2, 4, 300, 16] (tolerance 1e-4 absolute; cuda 2e-3: TF32 matmuls).", "",
       "| backend | steps | max rel. loss diff | axial-rowmajor LM max diff | fixed MLM max diff | within tolerance |",
       "|---|---:|---:|---:|---:|---|"] + rows + ["", "Wall times (each a fresh process; cuda includes NVRTC and autotune):", "", "```", times.strip(), "```"]
 open(f"{out}/backends.md", "w").write("\n".join(md) + "\n")
