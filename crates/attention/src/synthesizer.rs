@@ -138,6 +138,7 @@ impl<B: Backend> Synthesizer<B> {
     /// # Panics
     /// If `seq` exceeds `max_len`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let dropout = Some(self.heads.attention_dropout());
         self.heads.forward_with(x, |q, _k, v| {
             let [b, h, len, _] = q.dims();
             let logits = self.logits(q);
@@ -150,7 +151,7 @@ impl<B: Backend> Synthesizer<B> {
                 ),
                 Mode::Mlm => logits,
             };
-            softmax(logits, 3).matmul(v)
+            crate::util::drop_probs(softmax(logits, 3), dropout).matmul(v)
         })
     }
 }

@@ -48,6 +48,7 @@ pub struct MultiHead<B: Backend> {
     value: Linear<B>,
     output: Linear<B>,
     dropout: Dropout,
+    attention_dropout: Dropout,
     n_heads: usize,
 }
 
@@ -68,8 +69,22 @@ impl<B: Backend> MultiHead<B> {
             value: lin(),
             output: lin(),
             dropout: DropoutConfig::new(dropout).init(),
+            attention_dropout: DropoutConfig::new(0.0).init(),
             n_heads,
         }
+    }
+
+    /// The same heads with dropout `p` on the attention probabilities
+    /// (active only while training); each attention applies it where it
+    /// forms probabilities ([`MultiHead::attention_dropout`]).
+    pub fn with_attention_dropout(mut self, p: f64) -> Self {
+        self.attention_dropout = DropoutConfig::new(p).init();
+        self
+    }
+
+    /// Dropout on the attention probabilities (probability 0 = off).
+    pub fn attention_dropout(&self) -> &Dropout {
+        &self.attention_dropout
     }
 
     /// Width of one head.
@@ -108,7 +123,6 @@ pub struct CombinerAttention<B: Backend> {
     heads: MultiHead<B>,
     abstraction: Abstraction<B>,
     row_summary: Option<LearnedRowSummary<B>>,
-    attention_dropout: Dropout,
     #[module(skip)]
     plan: Plan,
     #[module(skip)]
@@ -119,7 +133,8 @@ pub struct CombinerAttention<B: Backend> {
 impl CombinerConfig {
     /// Builds the module.
     pub fn init<B: Backend>(&self, device: &B::Device) -> CombinerAttention<B> {
-        let heads = MultiHead::new(self.d_model, self.n_heads, self.dropout, device);
+        let heads = MultiHead::new(self.d_model, self.n_heads, self.dropout, device)
+            .with_attention_dropout(self.attention_dropout);
         let comps = self.plan.components();
         // The learned row summary replaces the pooled keys and row-major
         // spans are queried by tokens: DeepSets maps would get no gradient.
@@ -156,7 +171,6 @@ impl CombinerConfig {
                     device,
                 )
             }),
-            attention_dropout: DropoutConfig::new(self.attention_dropout).init(),
             heads,
             centroids: self.plan.components().iter().find_map(|p| match p {
                 Plan::Learnable { clusters } => Some(
@@ -190,7 +204,7 @@ impl<B: Backend> CombinerAttention<B> {
             let inputs = PlanInputs {
                 centroids: self.centroids.as_ref().map(|c| c.val()),
                 learned: input,
-                dropout: Some(&self.attention_dropout),
+                dropout: Some(self.heads.attention_dropout()),
             };
             plan_attention_with(q, k, v, &self.plan, self.mode, &self.abstraction, inputs)
                 .unwrap_or_else(|e| panic!("combiner attention: {e}"))
