@@ -122,7 +122,7 @@ fn attention_dropout_acts_while_training_only_for_every_attention() {
     }
     let err = AttentionConfig::Vanilla
         .try_init_with::<B>(16, 2, Mode::Lm, 0.0, 1.0, &Default::default())
-        .err()
-        .expect("attention_dropout = 1 is refused");
+        .map(|_| ())
+        .expect_err("attention_dropout = 1 is refused");
     assert!(err.to_string().contains("attention_dropout = 1"), "{err}");
 }
