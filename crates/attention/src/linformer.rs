@@ -86,7 +86,8 @@ impl<B: Backend> Linformer<B> {
     /// # Panics
     /// If `seq` exceeds `max_len`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let dropout = Some(self.heads.attention_dropout());
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, k, v| {
             let f = self.f.as_ref().map(|f| f.val());
             linformer_attention(q, k, v, self.e.val(), f, dropout)

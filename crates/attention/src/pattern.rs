@@ -267,7 +267,8 @@ impl<B: Backend> Sparse<B> {
             .kind
             .pattern(len, self.mode)
             .unwrap_or_else(|e| panic!("{e}"));
-        let dropout = Some(self.heads.attention_dropout());
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, k, v| {
             pattern.attend_with(q, k, v, self.mode, dropout)
         })

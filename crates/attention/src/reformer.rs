@@ -206,7 +206,8 @@ impl<B: Backend> Reformer<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let dropout = Some(self.heads.attention_dropout());
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, _k, v| {
             let buckets = self.buckets(q.clone());
             lsh_attention(q, v, &buckets, self.config.bucket_size, self.mode, dropout)

@@ -207,7 +207,8 @@ impl<B: Backend> Sinkhorn<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let dropout = Some(self.heads.attention_dropout());
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, k, v| {
             sinkhorn_attention(q, k, v, &self.config, self.mode, dropout)
         })

@@ -48,7 +48,9 @@ pub struct MultiHead<B: Backend> {
     value: Linear<B>,
     output: Linear<B>,
     dropout: Dropout,
-    attention_dropout: Dropout,
+    // a probability, not a sub-module: records (checkpoints) keep their shape
+    #[module(skip)]
+    attention_dropout: f64,
     n_heads: usize,
 }
 
@@ -69,7 +71,7 @@ impl<B: Backend> MultiHead<B> {
             value: lin(),
             output: lin(),
             dropout: DropoutConfig::new(dropout).init(),
-            attention_dropout: DropoutConfig::new(0.0).init(),
+            attention_dropout: 0.0,
             n_heads,
         }
     }
@@ -77,14 +79,18 @@ impl<B: Backend> MultiHead<B> {
     /// The same heads with dropout `p` on the attention probabilities
     /// (active only while training); each attention applies it where it
     /// forms probabilities ([`MultiHead::attention_dropout`]).
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
     pub fn with_attention_dropout(mut self, p: f64) -> Self {
-        self.attention_dropout = DropoutConfig::new(p).init();
+        // validates `p` as burn's dropout does
+        self.attention_dropout = DropoutConfig::new(p).init().prob;
         self
     }
 
     /// Dropout on the attention probabilities (probability 0 = off).
-    pub fn attention_dropout(&self) -> &Dropout {
-        &self.attention_dropout
+    pub fn attention_dropout(&self) -> Dropout {
+        DropoutConfig::new(self.attention_dropout).init()
     }
 
     /// Width of one head.
@@ -200,11 +206,12 @@ impl<B: Backend> CombinerAttention<B> {
     /// grid smaller than `seq`); check configs with [`Plan::component_layouts`].
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let input = self.row_summary.as_ref().map(|s| (s, x.clone()));
+        let drop = self.heads.attention_dropout();
         self.heads.forward_with(x, |q, k, v| {
             let inputs = PlanInputs {
                 centroids: self.centroids.as_ref().map(|c| c.val()),
                 learned: input,
-                dropout: Some(self.heads.attention_dropout()),
+                dropout: Some(&drop),
             };
             plan_attention_with(q, k, v, &self.plan, self.mode, &self.abstraction, inputs)
                 .unwrap_or_else(|e| panic!("combiner attention: {e}"))
