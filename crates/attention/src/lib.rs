@@ -198,6 +198,18 @@ impl AttentionConfig {
             });
         }
         match self {
+            AttentionConfig::Combiner { plan, abstraction }
+                if plan.needs_learned_summary() && abstraction.is_learnable() =>
+            {
+                Err(AttentionError::invalid(
+                    "combiner",
+                    format!(
+                        "abstraction {abstraction:?} has learned maps, but the learned row \
+                         summary of `{}` replaces the pooled span keys; use max or mean",
+                        plan.name()
+                    ),
+                ))
+            }
             AttentionConfig::Vanilla
             | AttentionConfig::Combiner { .. }
             | AttentionConfig::Logsparse(_)
@@ -288,7 +300,8 @@ impl AttentionConfig {
 
     /// Builds the module, or says why this configuration cannot run in
     /// `mode` (bidirectional-only attentions in LM mode, bad hyperparameters,
-    /// `d_model` not divisible by `n_heads`).
+    /// `d_model` not divisible by `n_heads`). No attention dropout; see
+    /// [`AttentionConfig::try_init_with`].
     pub fn try_init<B: Backend>(
         &self,
         d_model: usize,
@@ -297,9 +310,36 @@ impl AttentionConfig {
         dropout: f64,
         device: &B::Device,
     ) -> Result<Attention<B>, AttentionError> {
+        self.try_init_with(d_model, n_heads, mode, dropout, 0.0, device)
+    }
+
+    /// [`AttentionConfig::try_init`] with dropout `attention_dropout` on the
+    /// attention probabilities (while training). Every attention that forms
+    /// probabilities applies it: dense, the sparse patterns, Combiner (joint
+    /// softmax and local expectations), Routing, Reformer, Linformer,
+    /// Sinkhorn, Synthesizer. Performer and the Linear Transformer form no
+    /// probabilities (kernel features), so it does not apply to them.
+    pub fn try_init_with<B: Backend>(
+        &self,
+        d_model: usize,
+        n_heads: usize,
+        mode: Mode,
+        dropout: f64,
+        attention_dropout: f64,
+        device: &B::Device,
+    ) -> Result<Attention<B>, AttentionError> {
         util::check_heads(d_model, n_heads)?;
         self.validate(mode)?;
-        let heads = || MultiHead::new(d_model, n_heads, dropout, device);
+        if !(attention_dropout.is_finite() && (0.0..1.0).contains(&attention_dropout)) {
+            return Err(AttentionError::invalid(
+                "attention dropout",
+                format!("attention_dropout = {attention_dropout}: expected a number in [0, 1)"),
+            ));
+        }
+        let heads = || {
+            MultiHead::new(d_model, n_heads, dropout, device)
+                .with_attention_dropout(attention_dropout)
+        };
         let sparse = |kind| Sparse::new(heads(), kind, mode);
         Ok(match self {
             AttentionConfig::Vanilla => Attention::Vanilla(Vanilla::new(heads(), mode)),
@@ -309,6 +349,7 @@ impl AttentionConfig {
                     .with_abstraction(*abstraction)
                     .with_mode(mode)
                     .with_dropout(dropout)
+                    .with_attention_dropout(attention_dropout)
                     .init(device),
             ),
             AttentionConfig::SparseFixed(c) => {
@@ -368,6 +409,24 @@ impl AttentionConfig {
         device: &B::Device,
     ) -> Attention<B> {
         self.try_init(d_model, n_heads, mode, dropout, device)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`AttentionConfig::init`] with attention dropout
+    /// ([`AttentionConfig::try_init_with`]).
+    ///
+    /// # Panics
+    /// Where [`AttentionConfig::try_init_with`] returns an error.
+    pub fn init_with<B: Backend>(
+        &self,
+        d_model: usize,
+        n_heads: usize,
+        mode: Mode,
+        dropout: f64,
+        attention_dropout: f64,
+        device: &B::Device,
+    ) -> Attention<B> {
+        self.try_init_with(d_model, n_heads, mode, dropout, attention_dropout, device)
             .unwrap_or_else(|e| panic!("{e}"))
     }
 }

@@ -86,11 +86,13 @@ impl<B: Backend> Linformer<B> {
     /// # Panics
     /// If `seq` exceeds `max_len`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, k, v| {
             let dtype = q.dtype();
             let e = combiner::to_dtype(self.e.val(), dtype);
             let f = self.f.as_ref().map(|f| combiner::to_dtype(f.val(), dtype));
-            linformer_attention(q, k, v, e, f)
+            linformer_attention(q, k, v, e, f, dropout)
         })
     }
 }
@@ -109,6 +111,7 @@ pub fn linformer_attention<B: Backend>(
     v: Tensor<B, 4>,
     e: Tensor<B, 2>,
     f: Option<Tensor<B, 2>>,
+    dropout: Option<&burn::nn::Dropout>,
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     let [kp, max_len] = e.dims();
@@ -119,10 +122,13 @@ pub fn linformer_attention<B: Backend>(
     let proj = |p: Tensor<B, 2>| p.narrow(1, 0, len).unsqueeze::<4>().expand([b, h, kp, len]);
     let kk = proj(e.clone()).matmul(k); // [b,h,kp,d]
     let vv = proj(f.unwrap_or(e)).matmul(v);
-    softmax_f32(
-        q.matmul(kk.swap_dims(2, 3))
-            .mul_scalar(1.0 / (d as f64).sqrt()),
-        3,
+    crate::util::drop_probs(
+        softmax_f32(
+            q.matmul(kk.swap_dims(2, 3))
+                .mul_scalar(1.0 / (d as f64).sqrt()),
+            3,
+        ),
+        dropout,
     )
     .matmul(vv)
 }

@@ -10,11 +10,12 @@
 //! and BigBird) do not fit a block structure; they are listed in
 //! [`Pattern::full_rows`] and computed densely, `O(g L)` for `g` such rows.
 
+use burn::nn::Dropout;
 use burn::prelude::*;
 use combiner::softmax_f32;
 use combiner::{AbstractionKind, Layout, Mode, MultiHead, Term};
 
-use crate::util::{bool_tensor, int_tensor, MASKED};
+use crate::util::{bool_tensor, drop_probs, int_tensor, MASKED};
 use crate::{
     AttentionError, AxialConfig, BigBirdConfig, LocalConfig, LogsparseConfig, LongformerConfig,
     SparseFixedConfig, SparseStridedConfig,
@@ -73,11 +74,30 @@ impl Pattern {
         v: Tensor<B, 4>,
         mode: Mode,
     ) -> Tensor<B, 4> {
+        self.attend_with(q, k, v, mode, None)
+    }
+
+    /// [`Pattern::attend`] with dropout on the attention probabilities.
+    pub fn attend_with<B: Backend>(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mode: Mode,
+        dropout: Option<&Dropout>,
+    ) -> Tensor<B, 4> {
         let [b, h, len, d] = q.dims();
         let device = q.device();
         // Max pooling has no parameters; with no spans it is never used.
         let abs = AbstractionKind::Max.init::<B>(d, &device);
-        let out = combiner::combiner_attention(q.clone(), k.clone(), v.clone(), &self.layout, &abs);
+        let out = combiner::combiner_attention_with(
+            q.clone(),
+            k.clone(),
+            v.clone(),
+            &self.layout,
+            &abs,
+            dropout,
+        );
         if self.full_rows.is_empty() {
             return out;
         }
@@ -91,11 +111,14 @@ impl Pattern {
         let hidden = bool_tensor::<B, 2>(hidden, [g, len], &device)
             .unsqueeze::<4>()
             .expand([b, h, g, len]);
-        let rows = softmax_f32(
-            qg.matmul(k.swap_dims(2, 3))
-                .mul_scalar(1.0 / (d as f64).sqrt())
-                .mask_fill(hidden, MASKED),
-            3,
+        let rows = drop_probs(
+            softmax_f32(
+                qg.matmul(k.swap_dims(2, 3))
+                    .mul_scalar(1.0 / (d as f64).sqrt())
+                    .mask_fill(hidden, MASKED),
+                3,
+            ),
+            dropout,
         )
         .matmul(v);
         // Row i comes from the dense rows where i is global, else from `out`.
@@ -244,7 +267,10 @@ impl<B: Backend> Sparse<B> {
             .kind
             .pattern(len, self.mode)
             .unwrap_or_else(|e| panic!("{e}"));
-        self.heads
-            .forward_with(x, |q, k, v| pattern.attend(q, k, v, self.mode))
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
+        self.heads.forward_with(x, |q, k, v| {
+            pattern.attend_with(q, k, v, self.mode, dropout)
+        })
     }
 }

@@ -207,9 +207,11 @@ impl<B: Backend> Reformer<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, _k, v| {
             let buckets = self.buckets(q.clone());
-            lsh_attention(q, v, &buckets, self.config.bucket_size, self.mode)
+            lsh_attention(q, v, &buckets, self.config.bucket_size, self.mode, dropout)
         })
     }
 }
@@ -225,6 +227,7 @@ pub fn lsh_attention<B: Backend>(
     buckets: &[Vec<Vec<usize>>],
     bucket_size: usize,
     mode: Mode,
+    dropout: Option<&burn::nn::Dropout>,
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     assert_eq!(buckets.len(), b * h, "one bucket table per (batch, head)");
@@ -235,7 +238,7 @@ pub fn lsh_attention<B: Backend>(
         for hi in 0..h {
             let pattern = reformer_pattern(&buckets[bi * h + hi], bucket_size, mode);
             let sl = |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
-            heads.push(pattern.attend(sl(&q), sl(&k), sl(&v), mode));
+            heads.push(pattern.attend_with(sl(&q), sl(&k), sl(&v), mode, dropout));
         }
         rows.push(Tensor::cat(heads, 1));
     }

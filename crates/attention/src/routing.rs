@@ -112,6 +112,7 @@ pub fn routing_attention<B: Backend>(
     v: Tensor<B, 4>,
     clusters: &[Vec<usize>],
     mode: Mode,
+    dropout: Option<&burn::nn::Dropout>,
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     assert_eq!(clusters.len(), b * h, "one cluster list per (batch, head)");
@@ -121,7 +122,7 @@ pub fn routing_attention<B: Backend>(
         for hi in 0..h {
             let pattern = routing_pattern(&clusters[bi * h + hi], mode);
             let sl = |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
-            heads.push(pattern.attend(sl(&q), sl(&k), sl(&v), mode));
+            heads.push(pattern.attend_with(sl(&q), sl(&k), sl(&v), mode, dropout));
         }
         rows.push(Tensor::cat(heads, 1));
     }
@@ -202,9 +203,11 @@ impl<B: Backend> Routing<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, k, v| {
             let ids = self.clusters(k.clone());
-            routing_attention(q, k, v, &ids, self.mode)
+            routing_attention(q, k, v, &ids, self.mode, dropout)
         })
     }
 

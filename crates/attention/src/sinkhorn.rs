@@ -25,7 +25,7 @@ use combiner::softmax_f32;
 use combiner::{Mode, MultiHead};
 use serde::{Deserialize, Serialize};
 
-use crate::util::{bool_tensor, log_sum_exp, MASKED};
+use crate::util::{bool_tensor, drop_probs, log_sum_exp, MASKED};
 use crate::AttentionError;
 
 /// Hyperparameters of Sinkhorn attention.
@@ -93,6 +93,7 @@ pub fn sinkhorn_attention<B: Backend>(
     v: Tensor<B, 4>,
     config: &SinkhornConfig,
     mode: Mode,
+    dropout: Option<&burn::nn::Dropout>,
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     let device = q.device();
@@ -184,7 +185,10 @@ pub fn sinkhorn_attention<B: Backend>(
         .matmul(kb.swap_dims(3, 4))
         .mul_scalar(scale)
         .mask_fill(hidden, MASKED);
-    let p = softmax_f32(Tensor::cat(vec![local_logits, sorted_logits], 4), 4);
+    let p = drop_probs(
+        softmax_f32(Tensor::cat(vec![local_logits, sorted_logits], 4), 4),
+        dropout,
+    );
     let out = p.clone().narrow(4, 0, s).matmul(vb) + p.narrow(4, s, s).matmul(vs);
     out.reshape([b, h, nb * s, d]).narrow(2, 0, len)
 }
@@ -211,8 +215,10 @@ impl<B: Backend> Sinkhorn<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, k, v| {
-            sinkhorn_attention(q, k, v, &self.config, self.mode)
+            sinkhorn_attention(q, k, v, &self.config, self.mode, dropout)
         })
     }
 }

@@ -138,6 +138,8 @@ impl<B: Backend> Synthesizer<B> {
     /// # Panics
     /// If `seq` exceeds `max_len`.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
         self.heads.forward_with(x, |q, _k, v| {
             let [b, h, len, _] = q.dims();
             let logits = self.logits(q);
@@ -150,7 +152,7 @@ impl<B: Backend> Synthesizer<B> {
                 ),
                 Mode::Mlm => logits,
             };
-            softmax_f32(logits, 3).matmul(v)
+            crate::util::drop_probs(softmax_f32(logits, 3), dropout).matmul(v)
         })
     }
 }

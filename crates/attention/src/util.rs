@@ -48,6 +48,17 @@ impl SplitMix {
     }
 }
 
+/// Attention dropout on probabilities `x`, where the attention has it.
+pub(crate) fn drop_probs<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    dropout: Option<&burn::nn::Dropout>,
+) -> Tensor<B, D> {
+    match dropout {
+        Some(d) => d.forward(x),
+        None => x,
+    }
+}
+
 /// Softmax attention restricted to a dense mask: the `O(L^2)` oracle every
 /// exact sparse pattern is tested against.
 ///

@@ -20,7 +20,10 @@ impl<B: Backend> Vanilla<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.heads
-            .forward_with(x, |q, k, v| combiner::dense_attention(q, k, v, self.mode))
+        let drop = self.heads.attention_dropout();
+        let dropout = Some(&drop);
+        self.heads.forward_with(x, |q, k, v| {
+            combiner::dense_attention_with(q, k, v, self.mode, dropout)
+        })
     }
 }

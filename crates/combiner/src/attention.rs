@@ -48,6 +48,9 @@ pub struct MultiHead<B: Backend> {
     value: Linear<B>,
     output: Linear<B>,
     dropout: Dropout,
+    // a probability, not a sub-module: records (checkpoints) keep their shape
+    #[module(skip)]
+    attention_dropout: f64,
     n_heads: usize,
 }
 
@@ -68,8 +71,26 @@ impl<B: Backend> MultiHead<B> {
             value: lin(),
             output: lin(),
             dropout: DropoutConfig::new(dropout).init(),
+            attention_dropout: 0.0,
             n_heads,
         }
+    }
+
+    /// The same heads with dropout `p` on the attention probabilities
+    /// (active only while training); each attention applies it where it
+    /// forms probabilities ([`MultiHead::attention_dropout`]).
+    ///
+    /// # Panics
+    /// If `p` is not in `[0, 1]`.
+    pub fn with_attention_dropout(mut self, p: f64) -> Self {
+        // validates `p` as burn's dropout does
+        self.attention_dropout = DropoutConfig::new(p).init().prob;
+        self
+    }
+
+    /// Dropout on the attention probabilities (probability 0 = off).
+    pub fn attention_dropout(&self) -> Dropout {
+        DropoutConfig::new(self.attention_dropout).init()
     }
 
     /// Width of one head.
@@ -108,7 +129,6 @@ pub struct CombinerAttention<B: Backend> {
     heads: MultiHead<B>,
     abstraction: Abstraction<B>,
     row_summary: Option<LearnedRowSummary<B>>,
-    attention_dropout: Dropout,
     #[module(skip)]
     plan: Plan,
     #[module(skip)]
@@ -119,7 +139,8 @@ pub struct CombinerAttention<B: Backend> {
 impl CombinerConfig {
     /// Builds the module.
     pub fn init<B: Backend>(&self, device: &B::Device) -> CombinerAttention<B> {
-        let heads = MultiHead::new(self.d_model, self.n_heads, self.dropout, device);
+        let heads = MultiHead::new(self.d_model, self.n_heads, self.dropout, device)
+            .with_attention_dropout(self.attention_dropout);
         let comps = self.plan.components();
         // The learned row summary replaces the pooled keys and row-major
         // spans are queried by tokens: DeepSets maps would get no gradient.
@@ -156,7 +177,6 @@ impl CombinerConfig {
                     device,
                 )
             }),
-            attention_dropout: DropoutConfig::new(self.attention_dropout).init(),
             heads,
             centroids: self.plan.components().iter().find_map(|p| match p {
                 Plan::Learnable { clusters } => Some(
@@ -186,6 +206,7 @@ impl<B: Backend> CombinerAttention<B> {
     /// grid smaller than `seq`); check configs with [`Plan::component_layouts`].
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let input = self.row_summary.as_ref().map(|s| (s, x.clone()));
+        let drop = self.heads.attention_dropout();
         self.heads.forward_with(x, |q, k, v| {
             let inputs = PlanInputs {
                 centroids: self
@@ -193,7 +214,7 @@ impl<B: Backend> CombinerAttention<B> {
                     .as_ref()
                     .map(|c| crate::to_dtype(c.val(), q.dtype())),
                 learned: input,
-                dropout: Some(&self.attention_dropout),
+                dropout: Some(&drop),
             };
             plan_attention_with(q, k, v, &self.plan, self.mode, &self.abstraction, inputs)
                 .unwrap_or_else(|e| panic!("combiner attention: {e}"))

@@ -1,7 +1,7 @@
 //! Vanilla dense softmax attention, the `O(L^2)` baseline.
 
+use burn::nn::Dropout;
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 
 use crate::exec::MASKED;
 use crate::plan::Mode;
@@ -17,6 +17,20 @@ pub fn dense_attention<B: Backend>(
     v: Tensor<B, 4>,
     mode: Mode,
 ) -> Tensor<B, 4> {
+    dense_attention_with(q, k, v, mode, None)
+}
+
+/// [`dense_attention`] with dropout on the attention probabilities.
+///
+/// # Shapes
+/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`; output the same
+pub fn dense_attention_with<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mode: Mode,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     let logits = q
         .matmul(k.swap_dims(2, 3))
@@ -31,5 +45,10 @@ pub fn dense_attention<B: Backend>(
         }
         Mode::Mlm => logits,
     };
-    softmax(logits, 3).matmul(v)
+    let probs = crate::softmax_f32(logits, 3);
+    match dropout {
+        Some(d) => d.forward(probs),
+        None => probs,
+    }
+    .matmul(v)
 }

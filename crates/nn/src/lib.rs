@@ -26,6 +26,9 @@ pub struct TrunkConfig {
     /// Dropout after attention and MLP.
     #[serde(default)]
     pub dropout: f64,
+    /// Dropout on the attention probabilities (0 = off).
+    #[serde(default)]
+    pub attention_dropout: f64,
     /// The attention every block uses.
     pub attention: AttentionConfig,
 }
@@ -37,11 +40,12 @@ impl TrunkConfig {
             blocks: (0..self.n_layers)
                 .map(|_| Block {
                     norm_attn: LayerNormConfig::new(self.d_model).init(device),
-                    attn: self.attention.init(
+                    attn: self.attention.init_with(
                         self.d_model,
                         self.n_heads,
                         mode,
                         self.dropout,
+                        self.attention_dropout,
                         device,
                     ),
                     norm_mlp: LayerNormConfig::new(self.d_model).init(device),

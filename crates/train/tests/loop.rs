@@ -56,6 +56,7 @@ fn model(device: &burn::tensor::Device<B>) -> Lra<B> {
             n_layers: 1,
             d_ff: 32,
             dropout: 0.0,
+            attention_dropout: 0.0,
             attention: AttentionConfig::Combiner {
                 plan: Plan::Fixed { block: None },
                 abstraction: Default::default(),

@@ -214,6 +214,10 @@ impl RunConfig {
         if !(t.dropout.is_finite() && (0.0..1.0).contains(&t.dropout)) {
             bail!("trunk.dropout = {}: expected a number in [0, 1)", t.dropout);
         }
+        let p = t.attention_dropout;
+        if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+            bail!("trunk.attention_dropout = {p}: expected a number in [0, 1)");
+        }
         let s = &self.train;
         positive("train.steps", s.steps)?;
         positive("train.batch_size", s.batch_size)?;

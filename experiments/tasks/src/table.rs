@@ -246,7 +246,7 @@ fn give_grid(attention: &mut toml::Value, grid: &toml::Value) {
     let kind = t.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
     if matches!(
         kind,
-        "axial" | "axial_vertical" | "axial_horizontal" | "axial_rowmajor"
+        "axial" | "axial_vertical" | "axial_horizontal" | "axial_rowmajor" | "mixture_joint"
     ) && !t.contains_key("grid")
     {
         t.insert("grid".into(), grid.clone());

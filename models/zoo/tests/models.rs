@@ -24,6 +24,7 @@ fn trunk(attention: AttentionConfig) -> TrunkConfig {
         n_layers: 2,
         d_ff: 64,
         dropout: 0.0,
+        attention_dropout: 0.0,
         attention,
     }
 }

@@ -228,7 +228,7 @@ fn sinkhorn_shapes_and_padding() {
     for mode in [Mode::Lm, Mode::Mlm] {
         for len in LENGTHS {
             let [q, k, v] = qkv::<B>(2, 2, len, 8, &dev);
-            let out = sinkhorn_attention(q.clone(), k.clone(), v.clone(), &cfg, mode);
+            let out = sinkhorn_attention(q.clone(), k.clone(), v.clone(), &cfg, mode, None);
             assert_eq!(out.dims(), [2, 2, len, 8]);
             let finite: bool = out.clone().is_finite().all().into_scalar();
             assert!(finite, "{mode} L={len}");
@@ -242,7 +242,7 @@ fn sinkhorn_shapes_and_padding() {
     // a single block in LM mode has nothing to sort: plain causal attention in the block
     let len = 5;
     let [q, k, v] = qkv::<B>(1, 2, len, 8, &dev);
-    let out = sinkhorn_attention(q.clone(), k.clone(), v.clone(), &cfg, Mode::Lm);
+    let out = sinkhorn_attention(q.clone(), k.clone(), v.clone(), &cfg, Mode::Lm, None);
     let dense = combiner::dense_attention(q, k, v, Mode::Lm);
     assert!(max_abs_diff(out, dense) < 1e-5);
 }

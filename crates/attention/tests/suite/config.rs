@@ -131,3 +131,25 @@ fn bad_hyperparameters_are_errors_not_panics() {
         );
     }
 }
+
+#[test]
+fn learned_row_summary_refuses_a_learned_abstraction() {
+    let cfg: AttentionConfig = toml::from_str(
+        "kind = \"combiner\"\nabstraction = \"deep_sets_max\"\n\
+         plan = { kind = \"axial_rowmajor\", summary = \"learned\" }\n",
+    )
+    .unwrap();
+    let err = cfg.validate(Mode::Lm).unwrap_err().to_string();
+    assert!(err.contains("learned row summary"), "{err}");
+    let ok: AttentionConfig = toml::from_str(
+        "kind = \"combiner\"\nplan = { kind = \"axial_rowmajor\", summary = \"learned\" }\n",
+    )
+    .unwrap();
+    assert!(ok.validate(Mode::Mlm).is_ok());
+    let err = toml::from_str::<AttentionConfig>(
+        "kind = \"combiner\"\nplan = { kind = \"axial_rowmajor\", summary = \"learnt\" }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("learnt"), "{err}");
+}

@@ -193,7 +193,7 @@ fn routing_with_fixed_clusters_equals_dense_attention_within_clusters() {
                 .map(|_| (0..len).map(|_| rng.below(5)).collect())
                 .collect();
             let [q, k, v] = qkv::<B>(b, h, len, 8, &dev);
-            let fast = routing_attention(q.clone(), k.clone(), v.clone(), &clusters, mode);
+            let fast = routing_attention(q.clone(), k.clone(), v.clone(), &clusters, mode, None);
             for (s, ids) in clusters.iter().enumerate() {
                 let mask: Vec<bool> = (0..len * len)
                     .map(|p| {
@@ -278,7 +278,7 @@ fn reformer_with_fixed_buckets_equals_dense_attention_with_the_lsh_mask() {
                 })
                 .collect();
             let [q, _, v] = qkv::<B>(b, h, len, 8, &dev);
-            let fast = lsh_attention(q.clone(), v.clone(), &buckets, c, mode);
+            let fast = lsh_attention(q.clone(), v.clone(), &buckets, c, mode, None);
             // shared QK: keys are the unit queries
             let k = q.clone() / q.clone().powi_scalar(2).sum_dim(3).sqrt().clamp_min(1e-6);
             for (s, table) in buckets.iter().enumerate() {

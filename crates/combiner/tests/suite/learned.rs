@@ -82,7 +82,8 @@ fn values<const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
 
 /// The learned row-major output written out with loops over rows and
 /// columns, straight from the definition (see the `row_summary` module docs).
-#[allow(clippy::too_many_arguments)]
+/// Index loops on purpose: this is the path that shares nothing with tensors.
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 fn by_loops(
     [q, k, v]: [&[f64]; 3],
     x: &[f64],

@@ -25,6 +25,7 @@ fn model() -> LraConfig {
             n_layers: 2,
             d_ff: 32,
             dropout: 0.0,
+            attention_dropout: 0.0,
             attention: AttentionConfig::Routing(RoutingConfig {
                 clusters: 4,
                 decay: 0.5,

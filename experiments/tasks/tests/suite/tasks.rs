@@ -181,6 +181,7 @@ fn trunk() -> TrunkConfig {
         n_layers: 1,
         d_ff: 64,
         dropout: 0.0,
+        attention_dropout: 0.0,
         attention: combiner_attention::AttentionConfig::default(),
     }
 }
