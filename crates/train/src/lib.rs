@@ -604,12 +604,10 @@ where
                     || step == stop_at
                     || stopping)
             {
-                let extra = match (opts.objective, valid_loss) {
-                    (Objective::ImageBits, _) => {
-                        format!(" bits/dim {:.4}", loss / std::f64::consts::LN_2)
-                    }
-                    (Objective::Lm | Objective::Mlm, _) => format!(" ppl {:.2}", loss.exp()),
-                    _ => String::new(),
+                // classifiers have no accuracy per step: the loss says it all
+                let extra = match opts.objective {
+                    Objective::Classification => String::new(),
+                    o => format!(" {}", o.describe(loss, None)),
                 };
                 let v = valid_loss.map_or(String::new(), |v| {
                     format!(

@@ -300,6 +300,13 @@ pub struct Evaluation {
     pub value: f64,
 }
 
+impl Evaluation {
+    /// The metric as text ([`combiner_nn::describe_metric`]).
+    pub fn describe(&self) -> String {
+        combiner_nn::describe_metric(self.metric, self.value)
+    }
+}
+
 /// Loads the last complete checkpoint of `run_dir` into `model`.
 pub fn load_model<B: Backend, M: Module<B>>(
     model: M,
