@@ -12,6 +12,7 @@ pub mod names;
 pub mod pathfinder;
 pub mod prepare;
 pub mod retrieval;
+pub mod stream;
 pub mod text;
 
 #[cfg(test)]
@@ -33,3 +34,4 @@ pub use listops::{ListOps, ListOpsConfig, ListOpsExample};
 pub use names::{DatasetName, Split};
 pub use pathfinder::{Pathfinder, PathfinderConfig, PathfinderExample};
 pub use prepare::{prepare, show_stats, verify, Report, Stats};
+pub use stream::EpochStream;
