@@ -184,13 +184,12 @@ impl BackendJob for EvalJob {
             let (step, evals) = run::eval::<B>(&a.run_dir, &data_dir, device)?;
             for e in evals {
                 outln!(
-                    "{}: step {step}, {} ({} predictions): loss {:.4}, {} {:.4}",
+                    "{}: step {step}, {} ({} predictions): loss {:.4}, {}",
                     a.run_dir.display(),
                     e.set,
                     e.count,
                     e.loss,
-                    e.metric,
-                    e.value
+                    e.describe()
                 );
             }
         }

@@ -175,20 +175,37 @@ impl Objective {
     /// accuracy): `(name, value)`, e.g. `("bits/dim", 3.74)`.
     pub fn metric(self, loss: f64, accuracy: Option<f64>) -> (&'static str, f64) {
         match self {
-            Objective::ImageBits => ("bits/dim", loss / std::f64::consts::LN_2),
-            Objective::Lm | Objective::Mlm => ("perplexity", loss.exp()),
+            Objective::ImageBits => ("bits/dim", bits_per_dim(loss)),
+            Objective::Lm | Objective::Mlm => ("perplexity", perplexity(loss)),
             Objective::Classification => ("accuracy", accuracy.unwrap_or(f64::NAN)),
         }
     }
 
     /// The metric as text: `bits/dim 3.7423`, `perplexity 41.20`, `accuracy 0.3160`.
     pub fn describe(self, loss: f64, accuracy: Option<f64>) -> String {
-        match self.metric(loss, accuracy) {
-            (name, v) if name == "perplexity" => format!("{name} {v:.2}"),
-            (_, v) if v.is_nan() => "cross-entropy only".to_string(),
-            (name, v) => format!("{name} {v:.4}"),
-        }
+        let (name, value) = self.metric(loss, accuracy);
+        describe_metric(name, value)
     }
+}
+
+/// A task metric `(name, value)` from [`Objective::metric`] as text:
+/// `bits/dim 3.7423`, `perplexity 41.20`, `accuracy 0.3160`.
+pub fn describe_metric(name: &str, value: f64) -> String {
+    match (name, value) {
+        ("perplexity", v) => format!("{name} {v:.2}"),
+        (_, v) if v.is_nan() => "cross-entropy only".to_string(),
+        (_, v) => format!("{name} {v:.4}"),
+    }
+}
+
+/// Bits per dimension of a mean loss in nats per sub-pixel.
+pub fn bits_per_dim(loss: f64) -> f64 {
+    loss / std::f64::consts::LN_2
+}
+
+/// Perplexity of a mean loss in nats per token.
+pub fn perplexity(loss: f64) -> f64 {
+    loss.exp()
 }
 
 /// One step's output: the loss tensor (kept for backward) and counts.

@@ -13,12 +13,13 @@ pub mod checkpoint;
 pub mod metrics;
 pub mod schedule;
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use burn::data::dataloader::{DataLoader, Progress};
+use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::optim::{GradientsAccumulator, Optimizer};
@@ -27,6 +28,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::backend::DeviceOps;
 use burn::tensor::Tensor;
 use burn::train::checkpoint::AsyncCheckpointer;
+use burn::train::metric::store::EventStoreClient;
 use burn::train::metric::LearningRateMetric;
 use burn::train::renderer::MetricsRenderer;
 use burn::train::{
@@ -294,8 +296,89 @@ fn loss_of<B: burn::tensor::backend::Backend>(out: &StepOutput<B>) -> f64 {
     v
 }
 
-impl<B, LR, M, O, FR> SupervisedLearningStrategy<LearningComponentsMarker<B, LR, M, O>>
-    for StepStrategy<LearningComponentsMarker<B, LR, M, O>, FR>
+/// The components of a run of [`StepStrategy`].
+type Lc<B, LR, M, O> = LearningComponentsMarker<B, LR, M, O>;
+
+/// The training batches of a run, dealt to its devices.
+struct Feed<'a, B: AutodiffBackend, I> {
+    /// One iterator per device over the same stream: loader batch k goes to
+    /// device k % n_dev, and every device's loader skips the batches of the others.
+    iters: Vec<Box<dyn DataLoaderIterator<I> + 'a>>,
+    /// Loader batches taken so far.
+    index: usize,
+    /// With several devices, one round of batches (one per device) runs
+    /// concurrently, one thread per replica; their outputs are then taken
+    /// in device order, exactly as a sequential loop would.
+    ready: VecDeque<(TrainOutput<StepOutput<B>>, Progress)>,
+    /// Routing / Combiner-Learnable: centroids follow the keys of each
+    /// step's last first-device batch (online k-means).
+    kmeans: bool,
+    /// That batch, for the current step.
+    kmeans_batch: Option<I>,
+}
+
+/// `metrics.jsonl` of a run: one [`StepLog`] a line, appended step by step.
+struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn open(run_dir: &Path) -> Result<Self, TrainError> {
+        let path = run_dir.join("metrics.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        Ok(MetricsLog { path, file })
+    }
+
+    fn append(&mut self, line: &StepLog) -> Result<(), TrainError> {
+        let text = serde_json::to_string(line).unwrap_or_default();
+        writeln!(self.file, "{text}").map_err(io(&self.path))
+    }
+}
+
+/// The plain progress line of a step (without the dashboard).
+fn progress_line(line: &StepLog, steps: usize, objective: Objective) -> String {
+    let StepLog {
+        step,
+        loss,
+        lr,
+        tokens_per_s: tps,
+        valid_loss,
+        valid_accuracy,
+    } = *line;
+    // classifiers have no accuracy per step: the loss says it all
+    let extra = match objective {
+        Objective::Classification => String::new(),
+        o => format!(" {}", o.describe(loss, None)),
+    };
+    let v = valid_loss.map_or(String::new(), |v| {
+        format!(
+            " | valid loss {v:.4} ({})",
+            objective.describe(v, valid_accuracy)
+        )
+    });
+    format!("step {step:>6}/{steps} loss {loss:.4}{extra} lr {lr:.2e} {tps:.0} tok/s{v}")
+}
+
+/// The failure a checkpoint writer reported through `write_failed`, if any.
+fn checkpoint_write_error(write_failed: &Interrupter, dir: &Path, ext: &str) -> Option<TrainError> {
+    write_failed
+        .get_message()
+        .map(|reason| TrainError::CheckpointWrite {
+            // burn wraps the message as "Unknown error: `...`"
+            reason: reason
+                .trim_start_matches("Unknown error: ")
+                .trim_matches('`')
+                .to_string(),
+            kept: kept_checkpoint(dir, ext),
+        })
+}
+
+impl<B, LR, M, O, FR> StepStrategy<Lc<B, LR, M, O>, FR>
 where
     B: AutodiffBackend,
     LR: burn::lr_scheduler::LrScheduler + 'static,
@@ -309,19 +392,190 @@ where
     O: Optimizer<M, B> + 'static,
     FR: FileRecorder<B> + Clone + 'static,
 {
+    /// Records why the run stops.
+    fn fail(&self, e: TrainError) {
+        self.shared.lock().unwrap().error = Some(e);
+    }
+
+    /// burn's checkpointer of model, optimizer and scheduler, each part
+    /// written atomically into `dir`; a failed write stops the run through
+    /// `write_failed`.
+    fn checkpointer(
+        &self,
+        dir: &Path,
+        write_failed: &Interrupter,
+    ) -> LearningCheckpointer<Lc<B, LR, M, O>> {
+        macro_rules! part {
+            ($name:literal) => {
+                AsyncCheckpointer::new(AtomicCheckpointer::new(self.recorder.clone(), dir, $name))
+                    .with_interrupter(write_failed.clone())
+            };
+        }
+        LearningCheckpointer::new(
+            part!("model"),
+            part!("optim"),
+            part!("scheduler"),
+            Box::new(SaveAlways),
+        )
+    }
+
+    /// The output of the next batch: a train step on the single device, or
+    /// the next replica output of the current round of batches (one per
+    /// device, run concurrently when the round is empty). Steps the learning
+    /// rate at the first batch of an optimizer step (`new_step`). `None`
+    /// when the data ends.
+    fn next_output(
+        &self,
+        feed: &mut Feed<'_, B, <M as TrainStep>::Input>,
+        learner: &mut Learner<Lc<B, LR, M, O>>,
+        new_step: bool,
+    ) -> Option<(TrainOutput<StepOutput<B>>, Progress)> {
+        let n_dev = self.devices.len().max(1);
+        let compute = self.opts.compute_dtype;
+        if n_dev == 1 {
+            let batch = feed.iters[0].next()?;
+            feed.index += 1;
+            let progress = feed.iters[0].progress();
+            if feed.kmeans {
+                feed.kmeans_batch = Some(batch.clone());
+            }
+            if new_step {
+                learner.lr_step();
+            }
+            let out = match compute {
+                None => learner.train_step(batch),
+                Some(_) => {
+                    let master = learner.model();
+                    let mut out = to_compute(master.clone(), compute).step(batch);
+                    grads_to_master(&master, &mut out.grads);
+                    out
+                }
+            };
+            return Some((out, progress));
+        }
+        if feed.ready.is_empty() {
+            let mut round = Vec::with_capacity(n_dev);
+            for _ in 0..n_dev {
+                let d = feed.index % n_dev;
+                let mut batch = None;
+                for (k, it) in feed.iters.iter_mut().enumerate() {
+                    let b = it.next();
+                    if k == d {
+                        batch = b;
+                    }
+                }
+                let Some(batch) = batch else { break };
+                feed.index += 1;
+                if feed.kmeans && d == 0 {
+                    feed.kmeans_batch = Some(batch.clone());
+                }
+                round.push((batch, feed.iters[d].progress()));
+            }
+            let model = learner.model();
+            let outs = run_replicas(&model, &self.device, &self.devices, round, compute);
+            feed.ready.extend(outs);
+        }
+        let next = feed.ready.pop_front()?;
+        if new_step {
+            learner.lr_step();
+        }
+        Some(next)
+    }
+
+    /// Mean loss and accuracy (classifiers) of the model over `valid` after
+    /// `step`, reported to the dashboard and recorded for the [`FitReport`];
+    /// `None` when `valid` holds no predictions.
+    fn validate(
+        &self,
+        learner: &Learner<Lc<B, LR, M, O>>,
+        valid: &ValidLoader<Lc<B, LR, M, O>>,
+        processor: &mut SupervisedTrainingEventProcessor<Lc<B, LR, M, O>>,
+        global: &Progress,
+        step: usize,
+    ) -> (Option<f64>, Option<f64>) {
+        let model = to_compute(learner.model().valid(), self.opts.compute_dtype);
+        let (mut sum, mut n) = (0.0, 0usize);
+        let mut correct: Option<usize> = None;
+        let mut viter = valid.iter();
+        let mut vi = 0;
+        while let Some(vb) = viter.next() {
+            vi += 1;
+            let out = model.step(vb);
+            sum += loss_of(&out) * out.count as f64;
+            n += out.count;
+            if let Some(c) = &out.correct {
+                let c: i64 = burn::tensor::ElementConversion::elem(c.clone().into_scalar());
+                *correct.get_or_insert(0) += c as usize;
+            }
+            let item = TrainingItem::new(out, viter.progress(), global.clone(), Some(vi), None);
+            processor.process_valid(LearnerEvent::ProcessedItem(item));
+        }
+        processor.process_valid(LearnerEvent::EndEpoch(step));
+        if n == 0 {
+            return (None, None);
+        }
+        let valid_loss = sum / n as f64;
+        let valid_accuracy = correct.map(|c| c as f64 / n as f64);
+        let mut shared = self.shared.lock().unwrap();
+        shared.valid.push((step, valid_loss));
+        if let Some(a) = valid_accuracy {
+            shared.valid_accuracy.push((step, a));
+        }
+        (Some(valid_loss), valid_accuracy)
+    }
+
+    /// Writes the checkpoint of `state.step` (model, optimizer and
+    /// scheduler through `checkpointer`, then the data position) and prunes
+    /// the old ones.
+    fn checkpoint(
+        &self,
+        checkpointer: &mut LearningCheckpointer<Lc<B, LR, M, O>>,
+        learner: &Learner<Lc<B, LR, M, O>>,
+        store: &EventStoreClient,
+        state: TrainState,
+    ) -> Result<(), TrainError> {
+        let dir = checkpoint_dir(&self.opts.run_dir);
+        let ext = <FR as FileRecorder<B>>::file_extension();
+        checkpointer.checkpoint(learner, state.step, store);
+        let path = state_path(&dir, state.step);
+        write_json_atomic(&path, &state).map_err(io(&path))?;
+        prune_checkpoints(&dir, ext, self.opts.keep_checkpoints).map_err(io(&dir))
+    }
+}
+
+impl<B, LR, M, O, FR> SupervisedLearningStrategy<Lc<B, LR, M, O>>
+    for StepStrategy<Lc<B, LR, M, O>, FR>
+where
+    B: AutodiffBackend,
+    LR: burn::lr_scheduler::LrScheduler + 'static,
+    M: TrainStep<Output = StepOutput<B>>
+        + AutodiffModule<B>
+        + OnlineKmeans<<M as TrainStep>::Input>
+        + core::fmt::Display
+        + 'static,
+    <M as TrainStep>::Input: Clone,
+    M::InnerModule: InferenceStep<Output = StepOutput<B::InnerBackend>>,
+    O: Optimizer<M, B> + 'static,
+    FR: FileRecorder<B> + Clone + 'static,
+{
+    /// The loop: one optimizer step per `grad_accumulation` rounds of
+    /// batches ([`Self::next_output`]), a NaN guard before the update,
+    /// validation and a checkpoint every `checkpoint_every` steps (and at the
+    /// end or on a stop request), one `metrics.jsonl` line per step.
     fn fit(
         &self,
-        components: TrainingComponents<LearningComponentsMarker<B, LR, M, O>>,
-        mut learner: Learner<LearningComponentsMarker<B, LR, M, O>>,
-        dataloader_train: TrainLoader<LearningComponentsMarker<B, LR, M, O>>,
-        dataloader_valid: ValidLoader<LearningComponentsMarker<B, LR, M, O>>,
+        components: TrainingComponents<Lc<B, LR, M, O>>,
+        mut learner: Learner<Lc<B, LR, M, O>>,
+        dataloader_train: TrainLoader<Lc<B, LR, M, O>>,
+        dataloader_valid: ValidLoader<Lc<B, LR, M, O>>,
         _starting_epoch: usize,
     ) -> (
-        TrainingModel<LearningComponentsMarker<B, LR, M, O>>,
-        SupervisedTrainingEventProcessor<LearningComponentsMarker<B, LR, M, O>>,
+        TrainingModel<Lc<B, LR, M, O>>,
+        SupervisedTrainingEventProcessor<Lc<B, LR, M, O>>,
     ) {
         let opts = &self.opts;
         let dir = checkpoint_dir(&opts.run_dir);
+        let ext = <FR as FileRecorder<B>>::file_extension();
         let n_dev = self.devices.len().max(1);
         let trains: Vec<_> = self
             .devices
@@ -334,136 +588,45 @@ where
         let store = components.event_store;
         // a failed checkpoint write stops the run through this handle
         let write_failed = Interrupter::new();
-        macro_rules! part {
-            ($name:literal) => {
-                AsyncCheckpointer::new(AtomicCheckpointer::new(self.recorder.clone(), &dir, $name))
-                    .with_interrupter(write_failed.clone())
-            };
-        }
-        let mut checkpointer = LearningCheckpointer::new(
-            part!("model"),
-            part!("optim"),
-            part!("scheduler"),
-            Box::new(SaveAlways),
-        );
-        let ext = <FR as FileRecorder<B>>::file_extension();
-        let write_error = |dir: &Path| {
-            write_failed
-                .get_message()
-                .map(|reason| TrainError::CheckpointWrite {
-                    // burn wraps the message as "Unknown error: `...`"
-                    reason: reason
-                        .trim_start_matches("Unknown error: ")
-                        .trim_matches('`')
-                        .to_string(),
-                    kept: kept_checkpoint(dir, ext),
-                })
-        };
-        let log_path = opts.run_dir.join("metrics.jsonl");
-        let mut log = match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-        {
-            Ok(f) => Some(f),
+        let mut checkpointer = self.checkpointer(&dir, &write_failed);
+        let mut log = match MetricsLog::open(&opts.run_dir) {
+            Ok(log) => log,
             Err(e) => {
-                self.shared.lock().unwrap().error = Some(TrainError::Io {
-                    path: log_path.clone(),
-                    source: e,
-                });
-                None
+                self.fail(e);
+                drop(checkpointer);
+                return (learner.model(), processor);
             }
         };
-        if log.is_none() {
-            drop(checkpointer);
-            return (learner.model(), processor);
-        }
 
         let global = Progress {
             items_processed: self.start.step,
             items_total: opts.steps,
         };
-        let compute = opts.compute_dtype;
+        let mut feed = Feed {
+            iters: trains.iter().map(|t| t.iter()).collect(),
+            index: 0,
+            ready: VecDeque::new(),
+            kmeans: learner.model().has_centroids(),
+            kmeans_batch: None,
+        };
         let mut step = self.start.step;
         let mut items = self.start.items;
         let mut accumulator = GradientsAccumulator::new();
         let mut pending = 0;
         let mut round_loss = 0.0;
-        let mut iters: Vec<_> = trains.iter().map(|t| t.iter()).collect();
-        // loader batch k goes to device k % n_dev; every device's loader sees
-        // the same stream and skips the batches of the others
-        let mut batch_index = 0usize;
-        // Routing / Combiner-Learnable: centroids follow the keys of each
-        // step's last first-device batch (online k-means)
-        let kmeans = learner.model().has_centroids();
-        let mut kmeans_batch = None;
         let mut last_time = std::time::Instant::now();
         let mut tokens = 0usize;
         let stop_at = opts
             .stop_after
             .map_or(opts.steps, |n| (self.start.step + n).min(opts.steps));
-        // with several devices, one round of batches (one per device) runs
-        // concurrently, one thread per replica; their outputs are then taken
-        // in device order, exactly as a sequential loop would
-        let mut ready: std::collections::VecDeque<(TrainOutput<StepOutput<B>>, Progress)> =
-            Default::default();
         while step < stop_at {
-            if n_dev > 1 && ready.is_empty() {
-                let mut round = Vec::with_capacity(n_dev);
-                for _ in 0..n_dev {
-                    let d = batch_index % n_dev;
-                    let mut batch = None;
-                    for (k, it) in iters.iter_mut().enumerate() {
-                        let b = it.next();
-                        if k == d {
-                            batch = b;
-                        }
-                    }
-                    let Some(batch) = batch else { break };
-                    batch_index += 1;
-                    if kmeans && d == 0 {
-                        kmeans_batch = Some(batch.clone());
-                    }
-                    round.push((batch, iters[d].progress()));
-                }
-                let model = learner.model();
-                let outs = run_replicas(&model, &self.device, &self.devices, round, compute);
-                ready.extend(outs);
-            }
-            let (out, progress) = if n_dev == 1 {
-                let mut batch = None;
-                if let Some(b) = iters[0].next() {
-                    batch = Some(b);
-                }
-                let Some(batch) = batch else { break };
-                batch_index += 1;
-                let progress = iters[0].progress();
-                if kmeans {
-                    kmeans_batch = Some(batch.clone());
-                }
-                if pending == 0 {
-                    learner.lr_step();
-                }
-                let out = match compute {
-                    None => learner.train_step(batch),
-                    Some(_) => {
-                        let master = learner.model();
-                        let mut out = to_compute(master.clone(), compute).step(batch);
-                        grads_to_master(&master, &mut out.grads);
-                        out
-                    }
-                };
-                (out, progress)
-            } else {
-                let Some(next) = ready.pop_front() else { break };
-                if pending == 0 {
-                    learner.lr_step();
-                }
-                next
+            let Some((out, progress)) = self.next_output(&mut feed, &mut learner, pending == 0)
+            else {
+                break;
             };
             let loss = loss_of(&out.item);
             if !loss.is_finite() {
-                self.shared.lock().unwrap().error = Some(TrainError::NonFiniteLoss {
+                self.fail(TrainError::NonFiniteLoss {
                     step: step + 1,
                     loss,
                     kept: kept_checkpoint(&dir, ext),
@@ -476,23 +639,19 @@ where
             accumulator.accumulate(&learner.model(), out.grads);
             pending += 1;
             let lr = learner.lr_current();
-            let mut event_item = Some(out.item);
             if pending < opts.grad_accumulation * n_dev {
-                let item = TrainingItem::new(
-                    event_item.take().unwrap(),
-                    progress,
-                    global.clone(),
-                    Some(step + 1),
-                    Some(lr),
-                );
+                let item =
+                    TrainingItem::new(out.item, progress, global.clone(), Some(step + 1), Some(lr));
                 processor.process_train(LearnerEvent::ProcessedItem(item));
                 continue;
             }
+
+            // the optimizer step, on the mean over the global batch whatever
+            // its split into micro-batches and devices
             let mut grads = accumulator.grads();
-            // mean over the global batch, whatever its split into micro-batches and devices
             scale_grads(&learner.model(), &mut grads, 1.0 / pending as f64);
             learner.optimizer_step(grads);
-            if let Some(b) = kmeans_batch.take() {
+            if let Some(b) = feed.kmeans_batch.take() {
                 let moved = learner.model().update_centroids(&b);
                 learner.load_model(moved.into_record());
             }
@@ -508,95 +667,44 @@ where
                 items_processed: step,
                 items_total: opts.steps,
             };
-            let item = TrainingItem::new(
-                event_item.take().unwrap(),
-                progress,
-                global_now.clone(),
-                Some(step),
-                Some(lr),
-            );
+            let item =
+                TrainingItem::new(out.item, progress, global_now.clone(), Some(step), Some(lr));
             processor.process_train(LearnerEvent::ProcessedItem(item));
             self.shared.lock().unwrap().losses.push((step, loss));
 
-            let mut valid_loss = None;
-            let mut valid_accuracy = None;
+            // evaluation and checkpoint
             let stopping = stop_requested() || components.interrupter.should_stop();
+            let (mut valid_loss, mut valid_accuracy) = (None, None);
             if step.is_multiple_of(opts.checkpoint_every)
                 || step == opts.steps
                 || step == stop_at
                 || stopping
             {
-                let model = to_compute(learner.model().valid(), compute);
-                let (mut sum, mut n) = (0.0, 0usize);
-                let mut correct: Option<usize> = None;
-                let mut viter = valid.iter();
-                let mut vi = 0;
-                while let Some(vb) = viter.next() {
-                    vi += 1;
-                    let out = model.step(vb);
-                    sum += loss_of(&out) * out.count as f64;
-                    n += out.count;
-                    if let Some(c) = &out.correct {
-                        let c: i64 = burn::tensor::ElementConversion::elem(c.clone().into_scalar());
-                        *correct.get_or_insert(0) += c as usize;
-                    }
-                    let item = TrainingItem::new(
-                        out,
-                        viter.progress(),
-                        global_now.clone(),
-                        Some(vi),
-                        None,
-                    );
-                    processor.process_valid(LearnerEvent::ProcessedItem(item));
-                }
-                processor.process_valid(LearnerEvent::EndEpoch(step));
-                if n > 0 {
-                    valid_loss = Some(sum / n as f64);
-                    valid_accuracy = correct.map(|c| c as f64 / n as f64);
-                    let mut shared = self.shared.lock().unwrap();
-                    shared.valid.push((step, sum / n as f64));
-                    if let Some(a) = valid_accuracy {
-                        shared.valid_accuracy.push((step, a));
-                    }
-                }
-                checkpointer.checkpoint(&learner, step, &store);
+                (valid_loss, valid_accuracy) =
+                    self.validate(&learner, &valid, &mut processor, &global_now, step);
                 let state = TrainState { step, items, loss };
-                if let Err(e) = write_json_atomic(&state_path(&dir, step), &state) {
-                    self.shared.lock().unwrap().error = Some(TrainError::Io {
-                        path: state_path(&dir, step),
-                        source: e,
-                    });
-                    break;
-                }
-                if let Err(e) = prune_checkpoints(&dir, ext, opts.keep_checkpoints) {
-                    self.shared.lock().unwrap().error = Some(TrainError::Io {
-                        path: dir.clone(),
-                        source: e,
-                    });
+                if let Err(e) = self.checkpoint(&mut checkpointer, &learner, &store, state) {
+                    self.fail(e);
                     break;
                 }
             }
-            if let Some(e) = write_error(&dir) {
-                self.shared.lock().unwrap().error = Some(e);
+            if let Some(e) = checkpoint_write_error(&write_failed, &dir, ext) {
+                self.fail(e);
                 break;
             }
-            if let Some(f) = log.as_mut() {
-                let line = StepLog {
-                    step,
-                    loss,
-                    lr,
-                    tokens_per_s: tps,
-                    valid_loss,
-                    valid_accuracy,
-                };
-                let text = serde_json::to_string(&line).unwrap_or_default();
-                if let Err(e) = writeln!(f, "{text}") {
-                    self.shared.lock().unwrap().error = Some(TrainError::Io {
-                        path: log_path.clone(),
-                        source: e,
-                    });
-                    break;
-                }
+
+            // logging
+            let line = StepLog {
+                step,
+                loss,
+                lr,
+                tokens_per_s: tps,
+                valid_loss,
+                valid_accuracy,
+            };
+            if let Err(e) = log.append(&line) {
+                self.fail(e);
+                break;
             }
             if !opts.dashboard
                 && (step.is_multiple_of(opts.checkpoint_every)
@@ -604,27 +712,11 @@ where
                     || step == stop_at
                     || stopping)
             {
-                let extra = match (opts.objective, valid_loss) {
-                    (Objective::ImageBits, _) => {
-                        format!(" bits/dim {:.4}", loss / std::f64::consts::LN_2)
-                    }
-                    (Objective::Lm | Objective::Mlm, _) => format!(" ppl {:.2}", loss.exp()),
-                    _ => String::new(),
-                };
-                let v = valid_loss.map_or(String::new(), |v| {
-                    format!(
-                        " | valid loss {v:.4} ({})",
-                        opts.objective.describe(v, valid_accuracy)
-                    )
-                });
-                eprintln!(
-                    "step {step:>6}/{} loss {loss:.4}{extra} lr {lr:.2e} {tps:.0} tok/s{v}",
-                    opts.steps
-                );
+                eprintln!("{}", progress_line(&line, opts.steps, opts.objective));
             }
             if stopping {
                 if step < opts.steps {
-                    self.shared.lock().unwrap().error = Some(TrainError::Interrupted {
+                    self.fail(TrainError::Interrupted {
                         step,
                         dir: dir.clone(),
                     });
@@ -636,7 +728,7 @@ where
         self.shared.lock().unwrap().end_step = step;
         // joins the checkpoint writers before the model is handed back
         drop(checkpointer);
-        if let Some(e) = write_error(&dir) {
+        if let Some(e) = checkpoint_write_error(&write_failed, &dir, ext) {
             let mut shared = self.shared.lock().unwrap();
             if shared.error.is_none() {
                 shared.error = Some(e);
@@ -938,67 +1030,3 @@ pub type ModelRecord<B, M> = <M as burn::module::Module<B>>::Record;
 
 #[doc(hidden)]
 pub fn _assert_record<B: burn::tensor::backend::Backend, R: Record<B>>() {}
-
-/// A run's whole training stream: `total` items drawn epoch after epoch from
-/// `base`, each epoch in its own seeded permutation. Position `k` is the same
-/// item in every run with the same seed, so a data position is just `k`.
-pub struct EpochStream<D> {
-    base: D,
-    total: usize,
-    seed: u64,
-    perms: Mutex<std::collections::HashMap<usize, Arc<Vec<usize>>>>,
-}
-
-impl<D> EpochStream<D> {
-    /// `total` items from `base` (which must not be empty), shuffled per epoch with `seed`.
-    pub fn new(base: D, total: usize, seed: u64) -> Self {
-        EpochStream {
-            base,
-            total,
-            seed,
-            perms: Mutex::new(Default::default()),
-        }
-    }
-}
-
-fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    // Fisher-Yates with splitmix64: stable across platforms and crate versions
-    let mut state = seed ^ 0x5851_f42d_4c95_7f2d;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut p: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        p.swap(i, j);
-    }
-    p
-}
-
-impl<I: Send + Sync + Clone, D: burn::data::dataset::Dataset<I>> burn::data::dataset::Dataset<I>
-    for EpochStream<D>
-{
-    fn get(&self, index: usize) -> Option<I> {
-        let n = self.base.len();
-        if index >= self.total || n == 0 {
-            return None;
-        }
-        let epoch = index / n;
-        let perm = {
-            let mut perms = self.perms.lock().unwrap_or_else(|e| e.into_inner());
-            perms
-                .entry(epoch)
-                .or_insert_with(|| Arc::new(permutation(n, self.seed.wrapping_add(epoch as u64))))
-                .clone()
-        };
-        self.base.get(perm[index % n])
-    }
-
-    fn len(&self) -> usize {
-        self.total
-    }
-}

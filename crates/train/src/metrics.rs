@@ -9,7 +9,7 @@ use burn::train::metric::{
     Adaptor, Metric, MetricAttributes, MetricMetadata, MetricName, Numeric, NumericAttributes,
     NumericEntry, SerializedEntry,
 };
-use combiner_nn::StepStats;
+use combiner_nn::{bits_per_dim, perplexity, StepStats};
 
 /// Which quantity a [`ZooMetric`] reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,15 +79,12 @@ impl Metric for ZooMetric {
         let fmt = FormatOptions::new(self.name.clone()).precision(4);
         match self.quantity {
             Quantity::Loss => self.state.update(s.loss, s.count.max(1), fmt),
-            Quantity::BitsPerDim => {
-                self.state
-                    .update(s.loss / std::f64::consts::LN_2, s.count.max(1), fmt)
-            }
+            Quantity::BitsPerDim => self.state.update(bits_per_dim(s.loss), s.count.max(1), fmt),
             Quantity::Perplexity => {
                 self.num += s.loss * s.count as f64;
                 self.den += s.count as f64;
-                self.current = s.loss.exp();
-                let running = (self.num / self.den.max(1.0)).exp();
+                self.current = perplexity(s.loss);
+                let running = perplexity(self.num / self.den.max(1.0));
                 SerializedEntry::new(
                     format!("epoch {running:.4} - batch {:.4}", self.current),
                     NumericEntry::Value(self.current).serialize(),
@@ -155,7 +152,7 @@ impl Numeric for ZooMetric {
 
     fn running_value(&self) -> NumericEntry {
         match self.quantity {
-            Quantity::Perplexity => NumericEntry::Value((self.num / self.den.max(1.0)).exp()),
+            Quantity::Perplexity => NumericEntry::Value(perplexity(self.num / self.den.max(1.0))),
             Quantity::Accuracy => NumericEntry::Value(self.num / self.den.max(1.0)),
             _ => self.state.running_value(),
         }

@@ -16,9 +16,10 @@ use combiner_attention::AttentionConfig;
 use combiner_data::batcher::{
     ClassificationBatch, ClassificationBatcher, SequenceDataset, TokenSequence,
 };
+use combiner_data::stream::EpochStream;
 use combiner_models::lra::{Lra, LraConfig, Pooling};
 use combiner_nn::{Objective, TrunkConfig};
-use combiner_train::{fit, EpochStream, FitOptions, FitReport, TrainError, WarmupCosine};
+use combiner_train::{fit, FitOptions, FitReport, TrainError, WarmupCosine};
 
 type B = Autodiff<NdArray<f32>>;
 type IB = NdArray<f32>;

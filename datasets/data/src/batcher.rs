@@ -67,6 +67,17 @@ impl SequenceItem for PathfinderExample {
     }
 }
 
+impl SequenceItem for RetrievalPair {
+    /// Both documents, one after the other (for models that take a single
+    /// sequence; dual encoders split it at the task length).
+    fn tokens(&self) -> Cow<'_, [u32]> {
+        Cow::Owned([self.a.as_slice(), self.b.as_slice()].concat())
+    }
+    fn label(&self) -> u32 {
+        self.label
+    }
+}
+
 /// A plain token sequence with a label: LRA Text and Image items, LM windows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenSequence {

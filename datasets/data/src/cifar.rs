@@ -10,8 +10,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::archive::{for_each_member, Flow};
+use crate::cache::cache_dir;
 use crate::error::{DataError, Result};
-use crate::Split;
+use crate::names::{DatasetName, Split};
 
 /// Image side in pixels.
 pub const SIDE: usize = 32;
@@ -281,10 +282,7 @@ pub struct Cifar10 {
 impl Cifar10 {
     /// Loads a split prepared by [`crate::prepare`] (`<data_dir>/cifar10/*.bin`).
     pub fn load(data_dir: &Path, split: Split) -> Result<Self> {
-        Self::from_binary_dir(
-            &crate::prepare::cache_dir(data_dir, crate::DatasetName::Cifar10),
-            split,
-        )
+        Self::from_binary_dir(&cache_dir(data_dir, DatasetName::Cifar10), split)
     }
 
     /// Loads a split from a folder of official binary batches

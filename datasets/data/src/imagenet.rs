@@ -13,8 +13,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::archive::{for_each_member, Flow};
+use crate::cache::cache_dir;
 use crate::error::{utf8, DataError, Result};
-use crate::{DatasetName, Split};
+use crate::names::{DatasetName, Split};
 
 /// Image side in pixels.
 pub const SIDE: usize = 64;
@@ -440,7 +441,7 @@ impl ImageNet64 {
             Split::Train => (DatasetName::TinyImagenetTrain, "train_data_batch_1.npz"),
             _ => (DatasetName::TinyImagenetVal, "val_data.npz"),
         };
-        let path = crate::prepare::cache_dir(data_dir, name).join(file);
+        let path = cache_dir(data_dir, name).join(file);
         if !path.exists() {
             return Err(DataError::Missing {
                 path,

@@ -22,20 +22,18 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+// `cache_dir` lives in `cache`; re-exported so `prepare::cache_dir` keeps working.
+pub use crate::cache::cache_dir;
+
 use crate::archive::{for_each_member, sha256_bytes, sha256_file, Checksums, Flow};
 use crate::cifar::{self, CifarImage};
 use crate::error::{utf8, DataError, Result};
 use crate::imagenet::{self, ImageNet64};
+use crate::names::{DatasetName, Split};
 use crate::text::readers::{self, parse_wiki_docs, Imdb, Wikipedia, Wikitext};
-use crate::{DatasetName, Split};
 
 /// File written last into every prepared folder.
 pub const MANIFEST: &str = "manifest.json";
-
-/// The cache folder of `name` under `data_dir`.
-pub fn cache_dir(data_dir: &Path, name: DatasetName) -> PathBuf {
-    data_dir.join(name.as_str())
-}
 
 /// What `prepare` recorded about a cache folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -116,17 +116,6 @@ pub fn wikipedia_pairs(
     Ok(pairs)
 }
 
-impl crate::batcher::SequenceItem for RetrievalPair {
-    /// Both documents, one after the other (for models that take a single
-    /// sequence; dual encoders split it at the task length).
-    fn tokens(&self) -> std::borrow::Cow<'_, [u32]> {
-        std::borrow::Cow::Owned([self.a.as_slice(), self.b.as_slice()].concat())
-    }
-    fn label(&self) -> u32 {
-        self.label
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,15 +19,14 @@ use combiner_data::batcher::{
     ClassificationBatcher, LmBatcher, MlmBatcher, PairBatcher, TokenSequence,
 };
 use combiner_data::retrieval::RetrievalPair;
+use combiner_data::stream::EpochStream;
 use combiner_data::text::mlm::{mask_tokens, MlmConfig as Masking};
 use combiner_models::image_ar::ImageArConfig;
 use combiner_models::lm::LmConfig;
 use combiner_models::lra::LraConfig;
 use combiner_models::mlm::MlmConfig;
 use combiner_nn::{Objective, OnlineKmeans, StepOutput};
-use combiner_train::{
-    checkpoint_dir, checkpoints_of, fit, EpochStream, FitOptions, FitReport, WarmupCosine,
-};
+use combiner_train::{checkpoint_dir, checkpoints_of, fit, FitOptions, FitReport, WarmupCosine};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -298,6 +297,13 @@ pub struct Evaluation {
     pub metric: &'static str,
     /// Metric value.
     pub value: f64,
+}
+
+impl Evaluation {
+    /// The metric as text ([`combiner_nn::describe_metric`]).
+    pub fn describe(&self) -> String {
+        combiner_nn::describe_metric(self.metric, self.value)
+    }
 }
 
 /// Loads the last complete checkpoint of `run_dir` into `model`.

@@ -7,8 +7,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::archive::{for_each_member, Flow};
+use crate::cache::cache_dir;
 use crate::error::{utf8, DataError, Result};
-use crate::{DatasetName, Split};
+use crate::names::{DatasetName, Split};
 
 /// One Wikipedia article.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +108,7 @@ pub struct Wikipedia {
 impl Wikipedia {
     /// Loads a split from the prepared folder (`<data_dir>/wikipedia/wiki_XX`).
     pub fn load(data_dir: &Path, split: Split) -> Result<Self> {
-        let dir = crate::prepare::cache_dir(data_dir, DatasetName::Wikipedia);
+        let dir = cache_dir(data_dir, DatasetName::Wikipedia);
         Self::from_dir(&dir, split)
     }
 
@@ -158,7 +159,7 @@ impl Wikitext {
             Split::Test => "wiki.test.tokens",
             _ => "wiki.valid.tokens",
         };
-        let path = crate::prepare::cache_dir(data_dir, name).join(file);
+        let path = cache_dir(data_dir, name).join(file);
         if !path.exists() {
             return Err(DataError::Missing {
                 path,
@@ -253,8 +254,7 @@ impl Imdb {
         } else {
             "test"
         };
-        let path =
-            crate::prepare::cache_dir(data_dir, DatasetName::Imdb).join(format!("{name}.jsonl"));
+        let path = cache_dir(data_dir, DatasetName::Imdb).join(format!("{name}.jsonl"));
         if !path.exists() {
             return Err(DataError::Missing {
                 path,

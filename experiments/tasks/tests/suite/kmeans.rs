@@ -68,6 +68,7 @@ fn train(dir: &Path, resume: bool, stop_after: Option<usize>) {
         checkpoint_every: 4,
         keep_checkpoints: 2,
         seed: 3,
+        precision: Default::default(),
     };
     let plan = FitPlan {
         settings: s,

@@ -201,6 +201,7 @@ fn losses(prepared: Prepared, lr: f64) -> Vec<f64> {
         checkpoint_every: 30,
         keep_checkpoints: 1,
         seed: 0,
+        precision: Default::default(),
     };
     let objective = prepared.objective();
     let plan = FitPlan {
