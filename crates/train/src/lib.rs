@@ -46,7 +46,7 @@ use checkpoint::{
     AtomicCheckpointer, SaveAlways, TrainState,
 };
 use metrics::{Quantity, ZooMetric};
-pub use schedule::WarmupCosine;
+pub use schedule::{Decay, WarmupDecay};
 
 /// A failed run, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -868,7 +868,7 @@ impl MetricsRenderer for Quiet {
 pub fn fit<B, M, O, FR>(
     model: M,
     optim: O,
-    schedule: WarmupCosine,
+    schedule: WarmupDecay,
     train: Arc<dyn DataLoader<B, M::Input>>,
     valid: Arc<dyn DataLoader<B::InnerBackend, <M::InnerModule as InferenceStep>::Input>>,
     recorder: FR,
@@ -970,7 +970,7 @@ where
         error: None,
         end_step: start.step,
     }));
-    let strategy = StepStrategy::<LearningComponentsMarker<B, WarmupCosine, M, O>, FR> {
+    let strategy = StepStrategy::<LearningComponentsMarker<B, WarmupDecay, M, O>, FR> {
         device: device.clone(),
         devices: devices.clone(),
         opts: opts.clone(),

@@ -19,7 +19,7 @@ use combiner_data::batcher::{
 use combiner_data::stream::EpochStream;
 use combiner_models::lra::{Lra, LraConfig, Pooling};
 use combiner_nn::{Objective, TrunkConfig};
-use combiner_train::{fit, FitOptions, FitReport, TrainError, WarmupCosine};
+use combiner_train::{fit, FitOptions, FitReport, TrainError, WarmupDecay};
 
 type B = Autodiff<NdArray<f32>>;
 type IB = NdArray<f32>;
@@ -139,12 +139,13 @@ fn run_with(
         dashboard: false,
         compute_dtype,
     };
-    let schedule = WarmupCosine {
+    let schedule = WarmupDecay {
         peak: lr,
         warmup: 2,
         total: steps,
         final_fraction: 0.1,
         step: 0,
+        decay: Default::default(),
     };
     fit(
         model(&device),

@@ -39,7 +39,11 @@ pub struct TrainSettings {
     /// Linear warm-up steps.
     #[serde(default)]
     pub warmup: usize,
-    /// Final learning rate as a fraction of the peak.
+    /// Decay after the warm-up: `cosine` (default, paper E.3) or `rsqrt`
+    /// (LRA's ListOps and Text configs).
+    #[serde(default)]
+    pub schedule: combiner_train::Decay,
+    /// Final learning rate as a fraction of the peak (cosine only).
     #[serde(default = "final_fraction")]
     pub final_lr_fraction: f64,
     /// AdamW weight decay.

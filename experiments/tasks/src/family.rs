@@ -26,7 +26,7 @@ use combiner_models::lm::LmConfig;
 use combiner_models::lra::LraConfig;
 use combiner_models::mlm::MlmConfig;
 use combiner_nn::{Objective, OnlineKmeans, StepOutput};
-use combiner_train::{checkpoint_dir, checkpoints_of, fit, FitOptions, FitReport, WarmupCosine};
+use combiner_train::{checkpoint_dir, checkpoints_of, fit, FitOptions, FitReport, WarmupDecay};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -256,12 +256,13 @@ where
         .batch_size(s.batch_size)
         .set_device(device.clone())
         .build(data.valid);
-    let schedule = WarmupCosine {
+    let schedule = WarmupDecay {
         peak: s.lr,
         warmup: s.warmup,
         total: s.steps,
         final_fraction: s.final_lr_fraction,
         step: 0,
+        decay: s.schedule,
     };
     let optim = AdamWConfig::new()
         .with_weight_decay(s.weight_decay as f32)

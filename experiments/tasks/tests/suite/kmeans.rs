@@ -63,6 +63,7 @@ fn train(dir: &Path, resume: bool, stop_after: Option<usize>) {
         lr: 1e-3,
         warmup: 0,
         final_lr_fraction: 1.0,
+        schedule: Default::default(),
         weight_decay: 0.0,
         grad_clip: None,
         checkpoint_every: 4,

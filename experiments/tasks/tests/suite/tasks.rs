@@ -196,6 +196,7 @@ fn losses(prepared: Prepared, lr: f64) -> Vec<f64> {
         lr,
         warmup: 0,
         final_lr_fraction: 1.0,
+        schedule: Default::default(),
         weight_decay: 0.0,
         grad_clip: None,
         checkpoint_every: 30,
