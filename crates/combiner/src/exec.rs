@@ -335,8 +335,43 @@ pub fn combiner_attention_with<B: Backend>(
     abs: &Abstraction<B>,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
-    let spans = span_tables(q.clone(), k.clone(), v.clone(), layout, abs, dropout);
-    joint_attention(q, k, v, layout, spans, dropout)
+    let padded = Padded::new(q, k, v);
+    let spans = span_tables(&padded, layout, abs, dropout);
+    joint_attention(padded, layout, spans, dropout)
+}
+
+/// `q`, `k`, `v` (`[batch, heads, seq, d_head]`) each with one zero row
+/// appended: position `seq` is the padding item that layouts point unused
+/// slots at. Built once per call and shared by [`span_tables`] and
+/// [`joint_attention`].
+#[derive(Clone, Debug)]
+pub struct Padded<B: Backend> {
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    len: usize,
+}
+
+impl<B: Backend> Padded<B> {
+    /// # Panics
+    /// If `k` or `v` differ in shape from `q`.
+    pub fn new(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Self {
+        let [b, h, len, d] = q.dims();
+        assert_eq!(k.dims(), q.dims(), "k shape differs from q");
+        assert_eq!(v.dims(), q.dims(), "v shape differs from q");
+        let zero = Tensor::<B, 4>::zeros([b, h, 1, d], (&q.device(), q.dtype()));
+        Padded {
+            q: Tensor::cat(vec![q, zero.clone()], 2),
+            k: Tensor::cat(vec![k, zero.clone()], 2),
+            v: Tensor::cat(vec![v, zero], 2),
+            len,
+        }
+    }
+
+    /// `[batch, heads, seq + 1, d_head]`.
+    fn dims(&self) -> [usize; 4] {
+        self.q.dims()
+    }
 }
 
 /// Span keys and local expectations of every span of a layout, one
@@ -344,35 +379,29 @@ pub fn combiner_attention_with<B: Backend>(
 /// in span-numbering order). [`joint_attention`] takes them, possibly with
 /// keys replaced (the learned row summary of Combiner-Axial row-major).
 ///
-/// # Shapes
-/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]` with `seq == layout.len`
+/// # Panics
+/// If the sequence length differs from `layout.len`.
 pub fn span_tables<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+    padded: &Padded<B>,
     layout: &Layout,
     abs: &Abstraction<B>,
     dropout: Option<&Dropout>,
 ) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
-    let [b, h, len, d] = q.dims();
+    let (len, d) = (padded.len, padded.dims()[3]);
     assert_eq!(
         len, layout.len,
         "sequence length {len} != layout length {}",
         layout.len
     );
     let scale = 1.0 / (d as f64).sqrt();
-    let zero = Tensor::<B, 4>::zeros([b, h, 1, d], (&q.device(), q.dtype()));
-    let q_ext = Tensor::cat(vec![q, zero.clone()], 2);
-    let k_ext = Tensor::cat(vec![k, zero.clone()], 2);
-    let v_ext = Tensor::cat(vec![v, zero], 2);
-    let qp_ext = abs.pre_q(q_ext.clone());
-    let kp_ext = abs.pre_k(k_ext.clone());
+    let qp_ext = abs.pre_q(padded.q.clone());
+    let kp_ext = abs.pre_k(padded.k.clone());
     layout
         .span_sets
         .iter()
         .map(|set| {
             span_summaries(
-                set, len, &q_ext, &k_ext, &v_ext, &qp_ext, &kp_ext, abs, scale, dropout,
+                set, len, &padded.q, &padded.k, &padded.v, &qp_ext, &kp_ext, abs, scale, dropout,
             )
         })
         .collect()
@@ -383,39 +412,38 @@ pub fn span_tables<B: Backend>(
 /// set, as [`span_tables`] returns them), and the output of eq. (7).
 ///
 /// # Shapes
-/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]` with `seq == layout.len`
+/// - `padded`: q, k, v of `[batch, heads, seq, d_head]`, `seq == layout.len`
 /// - `spans[s]`: `[batch, heads, spans of set s, d_head]` each
 /// - output: `[batch, heads, seq, d_head]`
 ///
 /// # Panics
 /// If `layout` is malformed or the shapes disagree.
 pub fn joint_attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
+    padded: Padded<B>,
     layout: &Layout,
     spans: Vec<(Tensor<B, 4>, Tensor<B, 4>)>,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
-    let [b, h, len, d] = q.dims();
+    let [b, h, _, d] = padded.dims();
+    let len = padded.len;
     assert_eq!(
         len, layout.len,
         "sequence length {len} != layout length {}",
         layout.len
     );
-    assert_eq!(k.dims(), q.dims(), "k shape differs from q");
-    assert_eq!(v.dims(), q.dims(), "v shape differs from q");
     assert_eq!(
         spans.len(),
         layout.span_sets.len(),
         "one (keys, values) pair per span set"
     );
-    let device = q.device();
+    let Padded {
+        q: q_ext,
+        k: k_ext,
+        v: v_ext,
+        ..
+    } = padded;
+    let device = q_ext.device();
     let scale = 1.0 / (d as f64).sqrt();
-    let zero = Tensor::<B, 4>::zeros([b, h, 1, d], (&device, q.dtype()));
-    let q_ext = Tensor::cat(vec![q, zero.clone()], 2);
-    let k_ext = Tensor::cat(vec![k, zero.clone()], 2);
-    let v_ext = Tensor::cat(vec![v, zero], 2);
 
     let mut k_table = vec![k_ext];
     let mut v_table = vec![v_ext];

@@ -20,7 +20,7 @@ use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, Linea
 use burn::prelude::*;
 
 use crate::abstraction::Abstraction;
-use crate::exec::{int_tensor, joint_attention, span_tables};
+use crate::exec::{int_tensor, joint_attention, span_tables, Padded};
 use crate::layout::{Layout, SpanSet};
 
 /// LayerNorm epsilon of the learned summary (flax's default).
@@ -181,7 +181,8 @@ pub fn learned_rowmajor_attention<B: Backend>(
         "heads and d_head of q must match the summary's weights"
     );
     let device = q.device();
-    let spans = span_tables(q.clone(), k.clone(), v.clone(), layout, abs, dropout)
+    let padded = Padded::new(q, k, v);
+    let spans = span_tables(&padded, layout, abs, dropout)
         .into_iter()
         .zip(&layout.span_sets)
         .map(|((keys, vbar), set)| match set {
@@ -195,5 +196,5 @@ pub fn learned_rowmajor_attention<B: Backend>(
             _ => (keys, vbar),
         })
         .collect();
-    joint_attention(q, k, v, layout, spans, dropout)
+    joint_attention(padded, layout, spans, dropout)
 }
