@@ -3,7 +3,7 @@
 //! SIGKILL at any point loses at most the steps after the last checkpoint,
 //! and the resumed run's history holds every step once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,30 @@ lr = 1e-3
 checkpoint_every = 7
 "#;
 
+/// A temporary directory holding the long-running config; `(dir, config, run dir)`.
+fn long_run() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("long.toml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    let run = tmp.path().join("run");
+    (tmp, cfg, run)
+}
+
+/// [`long_run`] trained to its first checkpoint (step 7).
+fn checkpointed_at_7() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let (tmp, cfg, run) = long_run();
+    let (ok, text) = output(start(&cfg, &run, &["--stop-after", "7"]));
+    assert!(ok, "{text}");
+    (tmp, cfg, run)
+}
+
 fn start(cfg: &Path, run: &Path, extra: &[&str]) -> Child {
+    start_with(cfg, run, extra, &[])
+}
+
+fn start_with(cfg: &Path, run: &Path, extra: &[&str], env: &[(&str, &str)]) -> Child {
     command()
+        .envs(env.iter().copied())
         .args(["train", "--plain", "--config"])
         .arg(cfg)
         .arg("--run-dir")
@@ -83,10 +105,7 @@ fn output(child: Child) -> (bool, String) {
 
 #[test]
 fn sigterm_checkpoints_the_step_in_flight_and_says_how_to_resume() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("long.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let run = tmp.path().join("run");
+    let (_tmp, cfg, run) = long_run();
     let child = start(&cfg, &run, &[]);
     wait_for_steps(&run, 10);
     signal(&child, "-TERM");
@@ -111,10 +130,7 @@ fn sigterm_checkpoints_the_step_in_flight_and_says_how_to_resume() {
 
 #[test]
 fn sigkill_at_any_point_resumes_with_every_step_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("long.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let run = tmp.path().join("run");
+    let (_tmp, cfg, run) = long_run();
     // kill three times at different points (before and after checkpoints,
     // possibly while one is being written), resuming in between
     for (round, wait) in [9usize, 5, 12].into_iter().enumerate() {
@@ -149,23 +165,14 @@ fn partial(run: &Path) -> Vec<String> {
 
 #[test]
 fn sigkill_while_a_checkpoint_is_written_resumes_from_the_one_before() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("long.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let run = tmp.path().join("run");
-    let (ok, text) = output(start(&cfg, &run, &["--stop-after", "7"]));
-    assert!(ok, "{text}");
+    let (_tmp, cfg, run) = checkpointed_at_7();
     // every checkpoint part now waits 60 s in .partial/ before its rename
-    let child = command()
-        .args(["train", "--plain", "--resume", "--config"])
-        .arg(&cfg)
-        .arg("--run-dir")
-        .arg(&run)
-        .env("COMBINER_FAULT_CHECKPOINT_PAUSE_MS", "60000")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start_with(
+        &cfg,
+        &run,
+        &["--resume"],
+        &[("COMBINER_FAULT_CHECKPOINT_PAUSE_MS", "60000")],
+    );
     let t0 = Instant::now();
     while !partial(&run).iter().any(|f| f.contains("-14.")) {
         assert!(
@@ -191,12 +198,7 @@ fn sigkill_while_a_checkpoint_is_written_resumes_from_the_one_before() {
 
 #[test]
 fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_one_before() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("long.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let run = tmp.path().join("run");
-    let (ok, text) = output(start(&cfg, &run, &["--stop-after", "7"]));
-    assert!(ok, "{text}");
+    let (_tmp, cfg, run) = checkpointed_at_7();
     // the place of step 14's model file is taken: its rename fails
     let blocked = run.join("checkpoints").join("model-14.mpk");
     std::fs::create_dir(&blocked).unwrap();
@@ -218,12 +220,7 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_one_before() 
 
 #[test]
 fn a_full_disk_is_an_error_naming_the_file_and_keeps_the_checkpoint_before() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = tmp.path().join("long.toml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let run = tmp.path().join("run");
-    let (ok, text) = output(start(&cfg, &run, &["--stop-after", "7"]));
-    assert!(ok, "{text}");
+    let (_tmp, cfg, run) = checkpointed_at_7();
     // step 14's state file is written through /dev/full: ENOSPC, as on a full disk
     let ckpt = run.join("checkpoints");
     std::os::unix::fs::symlink("/dev/full", ckpt.join("state-14.json.tmp")).unwrap();
