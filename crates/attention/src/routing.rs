@@ -16,10 +16,11 @@ use burn::module::Param;
 use burn::prelude::*;
 use combiner::attention::{default_centroids, kmeans_update};
 use combiner::plan::routing_layout;
-use combiner::{Mode, MultiHead};
+use combiner::{softmax_f32, Mode, MultiHead};
 use serde::{Deserialize, Serialize};
 
 use crate::pattern::{strip_spans, Pattern};
+use crate::util::{bool_tensor, drop_probs, int_tensor, MASKED};
 use crate::AttentionError;
 
 /// Hyperparameters of routing attention.
@@ -101,7 +102,16 @@ pub fn balanced_clusters(scores: &[f32], len: usize, n: usize, mode: Mode) -> Ve
 }
 
 /// Routing attention for given cluster ids, one list per `(batch, head)`
-/// (`clusters[b * heads + h][t]`).
+/// (`clusters[b * heads + h][t]`): every token attends to the tokens of its
+/// own cluster (in LM mode only to those at or before it).
+///
+/// Runs as the Routing Transformer does: the tokens of every `(batch, head)`
+/// are sorted by cluster (and by position within one), each cluster is padded
+/// to the largest cluster's size `cap`, and one batched softmax attention over
+/// `[batch * heads, clusters, cap, cap]` blocks replaces the per-sequence
+/// patterns; the outputs are gathered back to token order. `O(L cap)` memory,
+/// a fixed number of tensor operations per call whatever the batch and heads.
+/// [`routing_pattern`] is the same attention written as a sparse pattern.
 ///
 /// # Shapes
 /// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`
@@ -116,17 +126,89 @@ pub fn routing_attention<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
     assert_eq!(clusters.len(), b * h, "one cluster list per (batch, head)");
-    let mut rows = Vec::with_capacity(b);
-    for bi in 0..b {
-        let mut heads = Vec::with_capacity(h);
-        for hi in 0..h {
-            let pattern = routing_pattern(&clusters[bi * h + hi], mode);
-            let sl = |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
-            heads.push(pattern.attend_with(sl(&q), sl(&k), sl(&v), mode, dropout));
+    let device = q.device();
+    let blocks = ClusterBlocks::new(clusters, len);
+    let (n, cap) = (blocks.clusters, blocks.cap);
+    let rows = b * h * n * cap;
+    // padding slots read an appended zero row (index `b * h * len`)
+    let zero = Tensor::<B, 2>::zeros([1, d], (&device, q.dtype()));
+    let sort = |t: Tensor<B, 4>| {
+        Tensor::cat(vec![t.reshape([b * h * len, d]), zero.clone()], 0)
+            .select(0, int_tensor::<B>(&blocks.token, &device))
+            .reshape([1, b * h * n, cap, d])
+    };
+    let (qs, ks, vs) = (sort(q), sort(k), sort(v));
+    // slot j of a cluster is hidden from slot i when it is padding or, in
+    // LM mode, later than i (slots keep token order within a cluster)
+    let hidden: Vec<bool> = blocks
+        .padding
+        .chunks(cap)
+        .flat_map(|pad| {
+            (0..cap).flat_map(move |i| (0..cap).map(move |j| pad[j] || (mode == Mode::Lm && j > i)))
+        })
+        .collect();
+    let hidden = bool_tensor::<B, 4>(hidden, [1, b * h * n, cap, cap], &device);
+    let logits = qs
+        .matmul(ks.swap_dims(2, 3))
+        .mul_scalar(1.0 / (d as f64).sqrt())
+        .mask_fill(hidden, MASKED);
+    drop_probs(softmax_f32(logits, 3), dropout)
+        .matmul(vs)
+        .reshape([rows, d])
+        .select(0, int_tensor::<B>(&blocks.slot, &device))
+        .reshape([b, h, len, d])
+}
+
+/// Where every token of every `(batch, head)` sits once sorted by cluster.
+struct ClusterBlocks {
+    /// Clusters per sequence (the largest id used, plus one).
+    clusters: usize,
+    /// Slots per cluster: the largest cluster's size.
+    cap: usize,
+    /// For slot `((s * clusters) + c) * cap + r`: the flat token index
+    /// `s * len + t` it holds (`sequences * len`, one past the last token,
+    /// for padding).
+    token: Vec<usize>,
+    /// Whether that slot is padding.
+    padding: Vec<bool>,
+    /// For flat token `s * len + t`: its slot.
+    slot: Vec<usize>,
+}
+
+impl ClusterBlocks {
+    fn new(clusters: &[Vec<usize>], len: usize) -> Self {
+        let n = clusters.iter().flatten().max().map_or(1, |&c| c + 1);
+        let mut members = vec![Vec::new(); n];
+        let mut cap = 1;
+        for ids in clusters {
+            assert_eq!(ids.len(), len, "one cluster id per token");
+            members.iter_mut().for_each(Vec::clear);
+            for (t, &c) in ids.iter().enumerate() {
+                members[c].push(t);
+            }
+            cap = cap.max(members.iter().map(Vec::len).max().unwrap_or(0));
         }
-        rows.push(Tensor::cat(heads, 1));
+        let mut token = vec![clusters.len() * len; clusters.len() * n * cap];
+        let mut padding = vec![true; token.len()];
+        let mut slot = vec![0; clusters.len() * len];
+        for (s, ids) in clusters.iter().enumerate() {
+            let mut fill = vec![0; n];
+            for (t, &c) in ids.iter().enumerate() {
+                let at = (s * n + c) * cap + fill[c];
+                fill[c] += 1;
+                token[at] = s * len + t;
+                padding[at] = false;
+                slot[s * len + t] = at;
+            }
+        }
+        ClusterBlocks {
+            clusters: n,
+            cap,
+            token,
+            padding,
+            slot,
+        }
     }
-    Tensor::cat(rows, 0)
 }
 
 /// The routing pattern of one sequence: Combiner-Learnable's partition for
