@@ -244,11 +244,13 @@ fn give_grid(attention: &mut toml::Value, grid: &toml::Value) {
         return;
     };
     let kind = t.get("kind").and_then(|k| k.as_str()).unwrap_or_default();
-    if matches!(
-        kind,
-        "axial" | "axial_vertical" | "axial_horizontal" | "axial_rowmajor" | "mixture_joint"
-    ) && !t.contains_key("grid")
-    {
+    // the axial baseline, or a plan that takes a grid (asked of the plan
+    // itself, so no list of kinds is kept here)
+    let takes_grid = kind == "axial"
+        || toml::Value::Table(t.clone())
+            .try_into::<combiner::Plan>()
+            .is_ok_and(|p| p.takes_grid());
+    if takes_grid && !t.contains_key("grid") {
         t.insert("grid".into(), grid.clone());
     }
     if let Some(plan) = t.get_mut("plan") {

@@ -10,15 +10,22 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use combiner::plan::NAMED_PLANS;
 use combiner::{AbstractionKind, Grid, Mode, Plan};
 
 use crate::backend::{run_on, BackendKind};
 
-/// Plan names accepted by `--plan`, for help texts.
-const PLAN_HELP: &str = "Plan by name: fixed, logsparse, axial-vertical, axial-horizontal, \
-                         axial-rowmajor, axial-rowmajor-learned (the authors' learned row \
-                         summary), mixture (mean of vertical + horizontal), mixture-joint \
-                         (the authors' one-softmax mixture), learnable";
+/// Help of `--plan`: every name of `combiner::NAMED_PLANS`.
+fn plan_help() -> String {
+    let names: Vec<String> = NAMED_PLANS
+        .iter()
+        .map(|p| match p.about {
+            "" => p.name.to_string(),
+            about => format!("{} ({about})", p.name),
+        })
+        .collect();
+    format!("Plan by name: {}", names.join(", "))
+}
 
 /// The `plan` subcommands.
 #[derive(Debug, Subcommand)]
@@ -81,7 +88,7 @@ pub fn run(cmd: PlanCommand, backend: BackendKind, device: usize) -> Result<()> 
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 pub struct PlanSource {
-    #[arg(long, value_name = "NAME", help = PLAN_HELP)]
+    #[arg(long, value_name = "NAME", help = plan_help())]
     plan: Option<String>,
     /// TOML file holding one plan table, e.g. `kind = "fixed"` and `block = 8`.
     #[arg(long, value_name = "FILE")]
@@ -139,8 +146,8 @@ impl PlanSize {
         let plan = self.resize(plan, &mut grid_used, &mut block_used);
         anyhow::ensure!(
             self.grid.is_none() || grid_used,
-            "--grid applies to axial plans (axial-vertical, axial-horizontal, axial-rowmajor, \
-             mixture-joint), not to `{}`",
+            "--grid applies to axial plans ({}), not to `{}`",
+            gridded_plans(),
             plan.name()
         );
         anyhow::ensure!(
@@ -191,6 +198,16 @@ impl PlanSize {
             p @ (Plan::Logsparse | Plan::Learnable { .. }) => p,
         }
     }
+}
+
+/// The named plans that take a grid, comma-separated.
+fn gridded_plans() -> String {
+    NAMED_PLANS
+        .iter()
+        .filter(|p| p.plan().takes_grid())
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Parses `ROWSxCOLS`, e.g. `4x8`.

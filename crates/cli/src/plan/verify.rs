@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use combiner::verify::{verify_plan, CHECK_LENGTHS, GROWTH_LENGTHS};
 use combiner::{Mode, Plan};
 
-use super::{plan_by_name, plan_from_file, PLAN_HELP};
+use super::{plan_by_name, plan_from_file, plan_help};
 
 /// Arguments of `plan verify`.
 #[derive(Debug, Args)]
@@ -31,7 +31,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false)]
 struct Which {
-    #[arg(long, value_name = "NAME", help = PLAN_HELP)]
+    #[arg(long, value_name = "NAME", help = plan_help())]
     plan: Option<String>,
     /// Every plan of the paper with default parameters.
     #[arg(long)]
