@@ -8,7 +8,9 @@ use burn::prelude::*;
 use crate::abstraction::{Abstraction, AbstractionKind, Pool};
 use crate::exec::combiner_attention_with;
 use crate::layout::Layout;
-use crate::plan::{routing_layout, Mode, Plan, PlanError, RowSummary};
+use crate::plan::{
+    clusters_for, compact_regions, routing_layout, Mode, Plan, PlanError, RowSummary,
+};
 use crate::row_summary::{learned_rowmajor_attention, LearnedRowSummary};
 
 /// Configuration of multi-head Combiner attention.
@@ -36,7 +38,9 @@ pub struct CombinerConfig {
     #[config(default = 0.0)]
     pub attention_dropout: f64,
     /// Clusters of the learnable plan when the plan leaves them open.
-    #[config(default = 32)]
+    /// The centroids are parameters sized at `init`, before any length is
+    /// seen; a plan run on its own uses [`crate::plan::clusters_for`].
+    #[config(default = "crate::plan::MODULE_CLUSTERS")]
     pub default_clusters: usize,
 }
 
@@ -334,8 +338,8 @@ pub fn plan_attention_with<B: Backend>(
                 let c = match &inputs.centroids {
                     Some(c) => c.clone(),
                     None => {
-                        let n = clusters.unwrap_or_else(|| (len as f64).sqrt().ceil() as usize);
-                        crate::to_dtype(default_centroids(h, n.max(1), d, &q.device()), q.dtype())
+                        let n = clusters_for(len, *clusters);
+                        crate::to_dtype(default_centroids(h, n, d, &q.device()), q.dtype())
                     }
                 };
                 learnable_attention_with(q.clone(), k.clone(), v.clone(), c, mode, abs, dropout)
@@ -500,18 +504,18 @@ pub fn learnable_attention_with<B: Backend>(
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
     let [b, h, len, d] = q.dims();
-    let clusters = assign_clusters(k.clone(), centroids);
+    let layouts = learnable_layouts(k.clone(), centroids, mode);
     let mut rows = Vec::with_capacity(b);
     for bi in 0..b {
         let mut heads = Vec::with_capacity(h);
         for hi in 0..h {
-            let layout: Layout = routing_layout(&compact(&clusters[bi * h + hi]), mode);
+            let layout = &layouts[bi * h + hi];
             let sl = |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
             heads.push(combiner_attention_with(
                 sl(&q),
                 sl(&k),
                 sl(&v),
-                &layout,
+                layout,
                 abs,
                 dropout,
             ));
@@ -521,13 +525,19 @@ pub fn learnable_attention_with<B: Backend>(
     Tensor::cat(rows, 0)
 }
 
-/// Renumbers cluster ids to `0..used` so empty clusters cost nothing.
-fn compact(ids: &[usize]) -> Vec<usize> {
-    let mut map = std::collections::HashMap::new();
-    ids.iter()
-        .map(|&c| {
-            let next = map.len();
-            *map.entry(c).or_insert(next)
-        })
+/// The learnable plan's layouts for keys `k`: every token joins its nearest
+/// centroid's region, compacted to the regions in use, and the routing
+/// layout (eq. 11/12) is compiled per `(batch, head)` slice, batch-major.
+///
+/// # Shapes
+/// - `k`: `[batch, heads, seq, d_head]`, `centroids`: `[heads, clusters, d_head]`
+pub fn learnable_layouts<B: Backend>(
+    k: Tensor<B, 4>,
+    centroids: Tensor<B, 3>,
+    mode: Mode,
+) -> Vec<Layout> {
+    assign_clusters(k, centroids)
+        .iter()
+        .map(|ids| routing_layout(&compact_regions(ids), mode))
         .collect()
 }

@@ -501,7 +501,7 @@ pub fn sample<B: Backend>(
             let (m, step) = load_model(model.init::<B>(device), run_dir, device)?;
             let images = m.sample(req.count, model.seq_len(), req.temperature, || rng.random());
             let refs: Vec<&[u8]> = images.iter().map(|v| v.as_slice()).collect();
-            let cols = (images.len() as f64).sqrt().ceil() as usize;
+            let cols = combiner::plan::ceil_sqrt(images.len());
             combiner_data::prepare::write_image_grid(&req.png, &refs, model.width, cols)?;
             out.push_str(&format!(
                 "{} samples from step {step} written to {}\n",

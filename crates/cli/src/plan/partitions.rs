@@ -7,9 +7,9 @@
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use combiner::attention::{assign_clusters, default_centroids};
-use combiner::plan::routing_layout;
-use combiner::{Abstraction, Grid, LearnedRowSummary, Mode, Partition, Plan, RowSummary};
+use combiner::attention::{default_centroids, learnable_layouts};
+use combiner::plan::clusters_for;
+use combiner::{Abstraction, Grid, Layout, LearnedRowSummary, Mode, Partition, Plan, RowSummary};
 
 /// The partitions of one component plan.
 pub enum Parts {
@@ -52,15 +52,13 @@ pub fn components<B: Backend>(plan: &Plan, mode: Mode, k: &Tensor<B, 4>) -> Resu
             let name = comp.name();
             let parts = match comp {
                 Plan::Learnable { clusters } => {
-                    // Same default as `plan_attention` when no centroids are given.
-                    let n = clusters
-                        .unwrap_or_else(|| (len as f64).sqrt().ceil() as usize)
-                        .max(1);
+                    // What `plan_attention` runs when no centroids are given.
+                    let n = clusters_for(len, *clusters);
                     let centroids = default_centroids::<B>(h, n, d, &k.device());
-                    let ids = assign_clusters(k.clone(), centroids);
                     Parts::PerSlice(
-                        ids.iter()
-                            .map(|r| routing_layout(&compact(r), mode).partition())
+                        learnable_layouts(k.clone(), centroids, mode)
+                            .iter()
+                            .map(Layout::partition)
                             .collect(),
                     )
                 }
@@ -84,17 +82,6 @@ pub fn components<B: Backend>(plan: &Plan, mode: Mode, k: &Tensor<B, 4>) -> Resu
                 parts,
                 learned,
             })
-        })
-        .collect()
-}
-
-/// Renumbers cluster ids to `0..used`, as the efficient path does.
-fn compact(ids: &[usize]) -> Vec<usize> {
-    let mut map = std::collections::HashMap::new();
-    ids.iter()
-        .map(|&c| {
-            let next = map.len();
-            *map.entry(c).or_insert(next)
         })
         .collect()
 }

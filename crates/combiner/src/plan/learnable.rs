@@ -1,5 +1,6 @@
 //! Combiner-Learnable (4.4, eq. 11/12): regions from the keys' nearest
-//! centroids, compiled per sequence and head.
+//! centroids, compiled per sequence and head. The tensor side (centroids,
+//! nearest-centroid assignment, k-means) is in [`crate::attention`].
 
 use super::Mode;
 use crate::layout::{Layout, SpanSet, Term};
@@ -92,11 +93,38 @@ pub fn routing_layout(regions: &[usize], mode: Mode) -> Layout {
     }
 }
 
-/// Regions of consecutive positions, `clusters` of them (default
-/// `ceil(sqrt(len))`): a fixed stand-in for data-driven clusters, for
-/// verifying and drawing the learnable plan without keys.
+/// The number of regions of `Plan::Learnable { clusters }` at `len` when
+/// the plan runs on its own: `clusters`, or `ceil(sqrt(len))`, at least 1.
+///
+/// `CombinerAttention` instead sizes its centroids once, at `init`, before
+/// any length is seen: there the open count is
+/// `CombinerConfig::default_clusters` ([`MODULE_CLUSTERS`]).
+pub fn clusters_for(len: usize, clusters: Option<usize>) -> usize {
+    clusters.unwrap_or_else(|| super::ceil_sqrt(len)).max(1)
+}
+
+/// The default of `CombinerConfig::default_clusters`: the learnable plan's
+/// cluster count in a module, whose centroids are parameters sized before
+/// the sequence length is known (see [`clusters_for`]).
+pub const MODULE_CLUSTERS: usize = 32;
+
+/// Renumbers cluster ids to `0..used` in order of first appearance, so
+/// that empty clusters cost nothing.
+pub fn compact_regions(ids: &[usize]) -> Vec<usize> {
+    let mut map = std::collections::HashMap::new();
+    ids.iter()
+        .map(|&c| {
+            let next = map.len();
+            *map.entry(c).or_insert(next)
+        })
+        .collect()
+}
+
+/// Regions of consecutive positions, [`clusters_for`] of them: a fixed
+/// stand-in for data-driven clusters, for verifying and drawing the
+/// learnable plan without keys.
 pub(super) fn consecutive_regions(len: usize, clusters: Option<usize>) -> Vec<usize> {
-    let n = clusters.unwrap_or_else(|| super::ceil_sqrt(len)).max(1);
+    let n = clusters_for(len, clusters);
     let size = len.div_ceil(n).max(1);
     (0..len).map(|i| i / size).collect()
 }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::layout::Layout;
 use axial::{axial_layout, Axial};
 pub use fixed::fixed_layout;
-pub use learnable::routing_layout;
+pub use learnable::{clusters_for, compact_regions, routing_layout, MODULE_CLUSTERS};
 pub use logsparse::logsparse_layout;
 pub use names::{plan_names, NamedPlan, NAMED_PLANS};
 

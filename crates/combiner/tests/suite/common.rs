@@ -29,7 +29,7 @@ pub fn layouts(plan: &Plan, len: usize, mode: Mode) -> Vec<Layout> {
         .into_iter()
         .map(|p| match p {
             Plan::Learnable { .. } => {
-                let n = ((len as f64).sqrt().ceil() as usize).max(1);
+                let n = combiner::plan::clusters_for(len, None);
                 // scattered, unbalanced regions: stresses padding and order
                 let regions: Vec<usize> = (0..len).map(|i| (i * 7 + i / 3) % n).collect();
                 routing_layout(&regions, mode)

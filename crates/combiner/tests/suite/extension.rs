@@ -53,7 +53,7 @@ pub fn strided(len: usize, s: usize, mode: Mode) -> Partition {
 }
 
 fn stride_for(len: usize) -> usize {
-    ((len as f64).sqrt().ceil() as usize).max(1)
+    combiner::plan::ceil_sqrt(len)
 }
 
 #[test]
