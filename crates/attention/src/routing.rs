@@ -17,6 +17,7 @@ use burn::prelude::*;
 use combiner::attention::{default_centroids, kmeans_update};
 use combiner::plan::routing_layout;
 use combiner::{softmax_f32, Mode, MultiHead};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::pattern::{strip_spans, Pattern};
@@ -66,29 +67,36 @@ pub fn balanced_clusters(scores: &[f32], len: usize, n: usize, mode: Mode) -> Ve
     let cap = len.div_ceil(n).max(1);
     let mut count = vec![0usize; n];
     let mut ids = vec![usize::MAX; len];
-    let by_score = |t: usize| {
-        let mut cs: Vec<usize> = (0..n).collect();
-        cs.sort_by(|&a, &b| scores[t * n + b].total_cmp(&scores[t * n + a]));
-        cs
-    };
     match mode {
         Mode::Lm => {
+            // each token takes the best-scoring cluster that has room (the
+            // lowest index among equal scores)
             for (t, id) in ids.iter_mut().enumerate() {
-                let c = by_score(t)
-                    .into_iter()
-                    .find(|&c| count[c] < cap)
+                let row = &scores[t * n..(t + 1) * n];
+                let c = (0..n)
+                    .filter(|&c| count[c] < cap)
+                    .reduce(|a, c| {
+                        if row[c].total_cmp(&row[a]).is_gt() {
+                            c
+                        } else {
+                            a
+                        }
+                    })
                     .expect("capacity n * cap >= len");
                 count[c] += 1;
                 *id = c;
             }
         }
         Mode::Mlm => {
+            // pairs by descending score (ties: earlier token, then lower
+            // cluster), each token to the first cluster with room
             let mut pairs: Vec<(usize, usize)> =
                 (0..len).flat_map(|t| (0..n).map(move |c| (t, c))).collect();
-            pairs.sort_by(|&(t1, c1), &(t2, c2)| {
+            pairs.sort_unstable_by(|&(t1, c1), &(t2, c2)| {
                 scores[t2 * n + c2]
                     .total_cmp(&scores[t1 * n + c1])
                     .then(t1.cmp(&t2))
+                    .then(c1.cmp(&c2))
             });
             for (t, c) in pairs {
                 if ids[t] == usize::MAX && count[c] < cap {
@@ -276,8 +284,9 @@ impl<B: Backend> Routing<B> {
             .convert::<f32>()
             .to_vec()
             .expect("float data");
+        // one independent assignment per (batch, head), on the host's cores
         scores
-            .chunks(len * n)
+            .par_chunks(len * n)
             .map(|s| balanced_clusters(s, len, n, self.mode))
             .collect()
     }

@@ -412,7 +412,20 @@ pub fn default_centroids<B: Backend>(
 /// # Shapes
 /// - `k`: `[batch, heads, seq, d_head]`, `centroids`: `[heads, clusters, d_head]`
 pub fn assign_clusters<B: Backend>(k: Tensor<B, 4>, centroids: Tensor<B, 3>) -> Vec<Vec<usize>> {
-    let [b, h, len, d] = k.dims();
+    let [b, h, len, _] = k.dims();
+    let ids = nearest_centroid(k, centroids)
+        .reshape([b * h * len])
+        .into_data()
+        .convert::<i64>();
+    let ids: Vec<i64> = ids.to_vec().expect("int data");
+    ids.chunks(len.max(1))
+        .map(|c| c.iter().map(|&x| x as usize).collect())
+        .collect()
+}
+
+/// The nearest centroid of every key, on the device: `[batch, heads, seq, 1]`.
+fn nearest_centroid<B: Backend>(k: Tensor<B, 4>, centroids: Tensor<B, 3>) -> Tensor<B, 4, Int> {
+    let [b, h, _, d] = k.dims();
     let n = centroids.dims()[1];
     let c = centroids.detach().unsqueeze::<4>().expand([b, h, n, d]);
     // argmin |k - c|^2 = argmax (k.c - |c|^2 / 2)
@@ -422,18 +435,10 @@ pub fn assign_clusters<B: Backend>(k: Tensor<B, 4>, centroids: Tensor<B, 3>) -> 
         .sum_dim(3)
         .swap_dims(2, 3)
         .mul_scalar(0.5);
-    let ids = k
-        .detach()
+    k.detach()
         .matmul(c.swap_dims(2, 3))
         .sub(half_norm)
         .argmax(3)
-        .reshape([b * h * len])
-        .into_data()
-        .convert::<i64>();
-    let ids: Vec<i64> = ids.to_vec().expect("int data");
-    ids.chunks(len.max(1))
-        .map(|c| c.iter().map(|&x| x as usize).collect())
-        .collect()
 }
 
 /// One online k-means step (Routing Transformer): every centroid moves
@@ -451,10 +456,8 @@ pub fn kmeans_update<B: Backend>(
     let [b, h, len, d] = k.dims();
     let n = centroids.dims()[1];
     let device = k.device();
-    let ids = assign_clusters(k.clone(), centroids.clone());
-    let flat: Vec<i64> = ids.iter().flatten().map(|&x| x as i64).collect();
-    let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(flat, [b * h * len]), &device)
-        .reshape([b, h, len, 1]);
+    // assignments stay on the device: no host round trip per step
+    let ids = nearest_centroid(k.clone(), centroids.clone());
     let onehot = ids
         .equal(
             Tensor::<B, 1, Int>::arange(0..n as i64, &device)
