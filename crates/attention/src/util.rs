@@ -10,43 +10,9 @@ use combiner::softmax_f32;
 pub use combiner::exec::MASKED;
 pub(crate) use combiner::exec::{bool_tensor, int_tensor};
 
-/// A small seeded generator (splitmix64). Random patterns and random
-/// features are drawn on the host so that a seed fixes them on every backend.
-#[derive(Clone, Debug)]
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        SplitMix(seed ^ 0x5851_f42d_4c95_7f2d)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform integer in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f64 {
-        let u1 = self.uniform().max(f64::MIN_POSITIVE);
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
-    }
-}
+/// The seeded generator: random patterns and random features are drawn on
+/// the host so that a seed fixes them on every backend.
+pub use combiner::SplitMix;
 
 /// Attention dropout on probabilities `x`, where the attention has it.
 pub(crate) fn drop_probs<B: Backend, const D: usize>(

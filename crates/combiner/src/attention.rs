@@ -389,17 +389,10 @@ pub fn default_centroids<B: Backend>(
     d_head: usize,
     device: &B::Device,
 ) -> Tensor<B, 3> {
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = crate::SplitMix::from_state(0x9e37_79b9_7f4a_7c15);
     let vals: Vec<f32> = (0..heads * clusters * d_head)
-        .map(|_| {
-            // splitmix64 -> uniform in [-1, 1)
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            (z >> 11) as f32 / (1u64 << 52) as f32 - 1.0
-        })
+        // uniform in [-1, 1)
+        .map(|_| (rng.next_u64() >> 11) as f32 / (1u64 << 52) as f32 - 1.0)
         .collect();
     let c = Tensor::<B, 3>::from_data(TensorData::new(vals, [heads, clusters, d_head]), device);
     let norm = c.clone().powi_scalar(2).sum_dim(2).sqrt().clamp_min(1e-6);

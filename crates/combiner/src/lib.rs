@@ -19,6 +19,7 @@ pub mod exec;
 pub mod layout;
 pub mod oracle;
 pub mod plan;
+pub mod rng;
 pub mod row_summary;
 pub mod verify;
 
@@ -30,4 +31,5 @@ pub use dense::{dense_attention, dense_attention_with};
 pub use exec::{combiner_attention, combiner_attention_with, softmax_f32, to_dtype};
 pub use layout::{Layout, Partition, SpanQuery, SpanSet, Term};
 pub use plan::{Grid, Mode, Plan, PlanError, RowSummary};
+pub use rng::SplitMix;
 pub use row_summary::LearnedRowSummary;

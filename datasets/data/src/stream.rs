@@ -30,21 +30,8 @@ impl<D> EpochStream<D> {
 }
 
 fn permutation(n: usize, seed: u64) -> Vec<usize> {
-    // Fisher-Yates with splitmix64: stable across platforms and crate versions
-    let mut state = seed ^ 0x5851_f42d_4c95_7f2d;
-    let mut next = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
-    let mut p: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        p.swap(i, j);
-    }
-    p
+    // splitmix64: stable across platforms and crate versions
+    combiner::SplitMix::new(seed).permutation(n)
 }
 
 impl<I: Send + Sync + Clone, D: Dataset<I>> Dataset<I> for EpochStream<D> {

@@ -208,16 +208,9 @@ fn slug_str(name: &str) -> String {
 /// Standard normal entries from a seeded splitmix64 stream (Box-Muller), so a
 /// picture is the same on every backend and machine.
 fn normal_tensor<B: Backend>(shape: [usize; 4], seed: u64, device: &B::Device) -> Tensor<B, 4> {
-    let mut state = seed ^ 0x5851_f42d_4c95_7f2d;
-    let mut uniform = move || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        // in (0, 1]: ln never sees 0
-        ((z >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-    };
+    let mut rng = combiner::SplitMix::new(seed);
+    // in (0, 1]: ln never sees 0
+    let mut uniform = move || ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
     let n: usize = shape.iter().product();
     let vals: Vec<f32> = (0..n)
         .map(|_| {
