@@ -12,10 +12,9 @@
 
 use burn::nn::Dropout;
 use burn::prelude::*;
-use combiner::softmax_f32;
 use combiner::{AbstractionKind, Layout, Mode, MultiHead, Term};
 
-use crate::util::{bool_tensor, drop_probs, int_tensor, MASKED};
+use crate::util::{bool_tensor, int_tensor};
 use crate::{
     AttentionError, AxialConfig, BigBirdConfig, LocalConfig, LogsparseConfig, LongformerConfig,
     SparseFixedConfig, SparseStridedConfig,
@@ -86,7 +85,7 @@ impl Pattern {
         mode: Mode,
         dropout: Option<&Dropout>,
     ) -> Tensor<B, 4> {
-        let [b, h, len, d] = q.dims();
+        let [_, _, len, d] = q.dims();
         let device = q.device();
         // Max pooling has no parameters; with no spans it is never used.
         let abs = AbstractionKind::Max.init::<B>(d, &device);
@@ -108,19 +107,8 @@ impl Pattern {
             .iter()
             .flat_map(|&i| (0..len).map(move |j| !mode.allows(i, j)))
             .collect();
-        let hidden = bool_tensor::<B, 2>(hidden, [g, len], &device)
-            .unsqueeze::<4>()
-            .expand([b, h, g, len]);
-        let rows = drop_probs(
-            softmax_f32(
-                qg.matmul(k.swap_dims(2, 3))
-                    .mul_scalar(1.0 / (d as f64).sqrt())
-                    .mask_fill(hidden, MASKED),
-                3,
-            ),
-            dropout,
-        )
-        .matmul(v);
+        let hidden = bool_tensor::<B, 2>(hidden, [g, len], &device);
+        let rows = combiner::masked_attention_with(qg, k, v, Some(hidden), dropout);
         // Row i comes from the dense rows where i is global, else from `out`.
         let mut source: Vec<usize> = (0..len).collect();
         for (a, &i) in self.full_rows.iter().enumerate() {

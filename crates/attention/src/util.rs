@@ -3,7 +3,6 @@
 //! pattern) and a log-sum-exp.
 
 use burn::prelude::*;
-use combiner::softmax_f32;
 
 // One masking value and the host-to-tensor helpers of the Combiner executor,
 // so that exact patterns and Combiner layouts mask identically.
@@ -25,34 +24,8 @@ pub(crate) fn drop_probs<B: Backend, const D: usize>(
     }
 }
 
-/// Softmax attention restricted to a dense mask: the `O(L^2)` oracle every
-/// exact sparse pattern is tested against.
-///
-/// # Shapes
-/// - `q`, `k`, `v`: `[batch, heads, seq, d_head]`
-/// - `allowed`: `seq * seq` flags, row-major, `allowed[i * seq + j]` = query `i` sees key `j`
-/// - output: `[batch, heads, seq, d_head]`
-pub fn masked_attention<B: Backend>(
-    q: Tensor<B, 4>,
-    k: Tensor<B, 4>,
-    v: Tensor<B, 4>,
-    allowed: &[bool],
-) -> Tensor<B, 4> {
-    let [b, h, len, d] = q.dims();
-    assert_eq!(allowed.len(), len * len, "mask must be seq x seq");
-    let hidden = bool_tensor::<B, 2>(
-        allowed.iter().map(|a| !a).collect(),
-        [len, len],
-        &q.device(),
-    )
-    .unsqueeze::<4>()
-    .expand([b, h, len, len]);
-    let logits = q
-        .matmul(k.swap_dims(2, 3))
-        .mul_scalar(1.0 / (d as f64).sqrt())
-        .mask_fill(hidden, MASKED);
-    softmax_f32(logits, 3).matmul(v)
-}
+/// The dense masked attention every exact pattern is tested against.
+pub use combiner::masked_attention;
 
 /// `log(sum(exp(x)))` along `dim`, kept as a size-1 dimension; the shift by
 /// the (detached) maximum keeps it finite for large logits.
