@@ -10,6 +10,7 @@ pub mod imagenet;
 pub mod listops;
 pub mod names;
 pub mod pathfinder;
+pub mod picture;
 pub mod prepare;
 pub mod retrieval;
 pub mod stream;

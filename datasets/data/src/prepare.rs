@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 // `cache_dir` lives in `cache`; re-exported so `prepare::cache_dir` keeps working.
 pub use crate::cache::cache_dir;
+pub use crate::picture::write_image_grid;
 
 use crate::archive::{for_each_member, sha256_bytes, sha256_file, Checksums, Flow};
 use crate::cifar::{self, CifarImage};
@@ -595,34 +596,6 @@ pub fn show_stats(name: DatasetName, data_dir: &Path, grid: Option<&Path>) -> Re
         }
     }
     Ok(s)
-}
-
-/// Writes square RGB images (raster order, R G B interleaved) as one PNG
-/// grid with `cols` columns and a one-pixel black border.
-pub fn write_image_grid(path: &Path, images: &[&[u8]], side: usize, cols: usize) -> Result<()> {
-    if images.is_empty() {
-        return Err(DataError::Empty {
-            what: "image grid".into(),
-            hint: "no images to draw".into(),
-        });
-    }
-    let cols = cols.max(1).min(images.len());
-    let rows = images.len().div_ceil(cols);
-    let (w, h) = (cols * (side + 1) + 1, rows * (side + 1) + 1);
-    let mut canvas = image::RgbImage::new(w as u32, h as u32);
-    for (k, img) in images.iter().enumerate() {
-        let (x0, y0) = ((k % cols) * (side + 1) + 1, (k / cols) * (side + 1) + 1);
-        for (i, px) in img.chunks_exact(3).enumerate().take(side * side) {
-            canvas.put_pixel(
-                (x0 + i % side) as u32,
-                (y0 + i / side) as u32,
-                image::Rgb([px[0], px[1], px[2]]),
-            );
-        }
-    }
-    canvas
-        .save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| DataError::io("write", path, std::io::Error::other(e)))
 }
 
 #[cfg(test)]

@@ -67,26 +67,9 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
         }
         root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
-    // encode with `png` (plotters' own encoder would pull in a second `image`)
-    write_rgb_png(path, w, h, &rgb)
-}
-
-/// Writes an 8-bit RGB buffer (`w x h`, rows top to bottom) as a PNG,
-/// through a temporary file and a rename.
-pub fn write_rgb_png(path: &Path, w: u32, h: u32, rgb: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("png.partial");
-    let write = || -> Result<()> {
-        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        let mut enc = png::Encoder::new(file, w, h);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header()?;
-        writer.write_image_data(rgb)?;
-        writer.finish()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    };
-    write().with_context(|| format!("cannot write {}", path.display()))
+    // the workspace's one PNG writer (plotters' own encoder would pull in a
+    // second `image`)
+    Ok(combiner_data::picture::write_rgb_png(path, w, h, &rgb)?)
 }
 
 /// The range of finite values, widened so that a flat line is visible and,

@@ -256,5 +256,10 @@ pub fn write_png(path: &Path, cells: &[[u8; 3]], n: usize, scale: usize) -> Resu
             rgb.extend_from_slice(&line);
         }
     }
-    combiner_tasks::plot::write_rgb_png(path, side as u32, side as u32, &rgb)
+    Ok(combiner_data::picture::write_rgb_png(
+        path,
+        side as u32,
+        side as u32,
+        &rgb,
+    )?)
 }
