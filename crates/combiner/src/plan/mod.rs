@@ -314,6 +314,9 @@ impl Plan {
 
     /// Compiles a single (non-mixture, non-learnable) plan for `len`.
     pub fn layout(&self, len: usize, mode: Mode) -> Result<Layout, PlanError> {
+        let axial = |grid: &Option<Grid>, kind: Axial| -> Result<Layout, PlanError> {
+            Ok(axial_layout(len, grid_for(len, *grid)?, mode, kind))
+        };
         match self {
             Plan::Fixed { block } => {
                 let s = block.unwrap_or_else(|| ceil_sqrt(len));
@@ -323,30 +326,10 @@ impl Plan {
                 Ok(fixed_layout(len, s, mode))
             }
             Plan::Logsparse => Ok(logsparse_layout(len, mode)),
-            Plan::AxialVertical { grid } => Ok(axial_layout(
-                len,
-                grid_for(len, *grid)?,
-                mode,
-                Axial::Vertical,
-            )),
-            Plan::AxialHorizontal { grid } => Ok(axial_layout(
-                len,
-                grid_for(len, *grid)?,
-                mode,
-                Axial::Horizontal,
-            )),
-            Plan::AxialRowmajor { grid, .. } => Ok(axial_layout(
-                len,
-                grid_for(len, *grid)?,
-                mode,
-                Axial::Rowmajor,
-            )),
-            Plan::MixtureJoint { grid } => Ok(axial_layout(
-                len,
-                grid_for(len, *grid)?,
-                mode,
-                Axial::MixtureJoint,
-            )),
+            Plan::AxialVertical { grid } => axial(grid, Axial::Vertical),
+            Plan::AxialHorizontal { grid } => axial(grid, Axial::Horizontal),
+            Plan::AxialRowmajor { grid, .. } => axial(grid, Axial::Rowmajor),
+            Plan::MixtureJoint { grid } => axial(grid, Axial::MixtureJoint),
             Plan::Mixture { plans } => match plans.as_slice() {
                 [] => Err(PlanError::EmptyMixture),
                 [one] => one.layout(len, mode),
