@@ -422,10 +422,13 @@ pub fn results(table: &Table, cells: &[Cell]) -> Vec<CellResult> {
                 .iter()
                 .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get(metric)?.as_f64()?)))
                 .collect();
+            // a run stopped before writing its report: its last logged step
             let end = report
                 .as_ref()
                 .and_then(|r| r.get("end_step")?.as_u64())
-                .unwrap_or(0) as usize;
+                .map(|s| s as usize)
+                .or_else(|| last_logged_step(&cell.dir))
+                .unwrap_or(0);
             let planned = cell.cfg.train.steps;
             let provenance = std::fs::read_to_string(cell.dir.join("run.txt"))
                 .unwrap_or_default()
@@ -444,8 +447,8 @@ pub fn results(table: &Table, cells: &[Cell]) -> Vec<CellResult> {
                     }
                     _ => "ok".to_string(),
                 },
-                (None, false, true) => format!("stopped at step {end} of {planned}"),
-                (None, false, false) => "not run".to_string(),
+                (None, false, _) if end > 0 => format!("stopped at step {end} of {planned}"),
+                (None, false, _) => "not run".to_string(),
             };
             CellResult {
                 column: cell.column.clone(),
@@ -467,6 +470,15 @@ pub fn results(table: &Table, cells: &[Cell]) -> Vec<CellResult> {
             }
         })
         .collect()
+}
+
+/// The last step in a run directory's `metrics.jsonl`.
+fn last_logged_step(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).ok()?;
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("step")?.as_u64())
+        .map(|s| s as usize)
 }
 
 fn higher_is_better(metric: &str) -> bool {

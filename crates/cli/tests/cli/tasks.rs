@@ -262,5 +262,19 @@ fn every_table_smoke_writes_results_from_its_runs() {
             lines.len(),
             "{table}: a finished table trains again:\n{again}"
         );
+        if table == "table2" {
+            // a run killed before its report: the report says where it stopped
+            let first = lines[0].split(',').next_back().unwrap().trim_matches('"');
+            let dir = Path::new(first);
+            std::fs::remove_file(dir.join("report.json")).unwrap();
+            let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+            let kept: Vec<&str> = log.lines().take(5).collect();
+            std::fs::write(dir.join("metrics.jsonl"), kept.join("\n") + "\n").unwrap();
+            let mut only = args.to_vec();
+            only.push("--report-only");
+            ok(&only);
+            let md = std::fs::read_to_string(results.join("results.md")).unwrap();
+            assert!(md.contains("| stopped at step 5 of "), "{md}");
+        }
     }
 }
