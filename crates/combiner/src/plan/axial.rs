@@ -1,30 +1,11 @@
 //! Combiner-Axial (4.3 LM, Appendix C MLM) on a `rows x cols` grid:
-//! vertical, horizontal and row-major. The learned row summary
+//! vertical, horizontal and row-major, and the grid ([`Cells`]) they share
+//! with the joint mixture. The learned row summary
 //! (`summary = "learned"`) shares the row-major layout; only its span keys
 //! differ ([`crate::LearnedRowSummary`]).
 
 use super::{Grid, Mode};
 use crate::layout::{Layout, SpanSet, Term};
-
-/// Which axial plan to compile.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) enum Axial {
-    Vertical,
-    Horizontal,
-    Rowmajor,
-    MixtureJoint,
-}
-
-/// The axial plan `kind` at `len` on grid `g`.
-pub(super) fn axial_layout(len: usize, g: Grid, mode: Mode, kind: Axial) -> Layout {
-    let cells = Cells::new(len, g, mode);
-    match kind {
-        Axial::Vertical => vertical(&cells),
-        Axial::Horizontal => horizontal(&cells),
-        Axial::Rowmajor => rowmajor(&cells),
-        Axial::MixtureJoint => super::mixture::joint_layout(&cells),
-    }
-}
 
 /// A sequence laid out on a grid, position `i = r * cols + c`; cells past the
 /// end hold the padding index `len`.
@@ -44,7 +25,8 @@ pub(super) struct Cells {
 }
 
 impl Cells {
-    fn new(len: usize, g: Grid, mode: Mode) -> Self {
+    /// The grid `g` for a sequence of `len` in `mode`.
+    pub fn new(len: usize, g: Grid, mode: Mode) -> Self {
         let (n, m) = (g.rows, g.cols);
         let at = |r: usize, c: usize| cell(len, m, r, c);
         Cells {
@@ -144,7 +126,7 @@ fn cell(len: usize, m: usize, r: usize, c: usize) -> usize {
 /// Axial-vertical: spans are the other columns. LM: span `(c2, r)` = column
 /// `c2`, rows `< r` (inclusive prefix up to `r - 1`); MLM: column `c2`
 /// without row `r` (the own row is direct).
-fn vertical(g: &Cells) -> Layout {
+pub(super) fn vertical(g: &Cells) -> Layout {
     let (n, m, lm) = (g.n, g.m, g.lm);
     let set = if lm {
         SpanSet::Prefixes {
@@ -187,7 +169,7 @@ fn vertical(g: &Cells) -> Layout {
 
 /// Axial-horizontal: span `(r2, c)` = row `r2` without column `c`; queries
 /// grouped by column.
-fn horizontal(g: &Cells) -> Layout {
+pub(super) fn horizontal(g: &Cells) -> Layout {
     let set = SpanSet::ExcludeOne {
         count: g.n,
         width: g.m,
@@ -205,7 +187,7 @@ fn horizontal(g: &Cells) -> Layout {
 /// row); span `(r2, c)` = whole row `r2`, its local expectation queried by
 /// token `(r2, c)` (the last token of a short final row stands in for cells
 /// past the end).
-fn rowmajor(g: &Cells) -> Layout {
+pub(super) fn rowmajor(g: &Cells) -> Layout {
     let (n, m, len) = (g.n, g.m, g.len);
     let tokens: Vec<usize> = (0..n)
         .flat_map(|r2| (0..m).map(move |c| (r2 * m + c).min(len.saturating_sub(1))))

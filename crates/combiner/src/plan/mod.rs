@@ -22,7 +22,7 @@ mod names;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::Layout;
-use axial::{axial_layout, Axial};
+use axial::Cells;
 pub use fixed::fixed_layout;
 pub use learnable::{clusters_for, compact_regions, routing_layout, MODULE_CLUSTERS};
 pub use logsparse::logsparse_layout;
@@ -314,8 +314,8 @@ impl Plan {
 
     /// Compiles a single (non-mixture, non-learnable) plan for `len`.
     pub fn layout(&self, len: usize, mode: Mode) -> Result<Layout, PlanError> {
-        let axial = |grid: &Option<Grid>, kind: Axial| -> Result<Layout, PlanError> {
-            Ok(axial_layout(len, grid_for(len, *grid)?, mode, kind))
+        let cells = |grid: &Option<Grid>| -> Result<Cells, PlanError> {
+            Ok(Cells::new(len, grid_for(len, *grid)?, mode))
         };
         match self {
             Plan::Fixed { block } => {
@@ -326,10 +326,10 @@ impl Plan {
                 Ok(fixed_layout(len, s, mode))
             }
             Plan::Logsparse => Ok(logsparse_layout(len, mode)),
-            Plan::AxialVertical { grid } => axial(grid, Axial::Vertical),
-            Plan::AxialHorizontal { grid } => axial(grid, Axial::Horizontal),
-            Plan::AxialRowmajor { grid, .. } => axial(grid, Axial::Rowmajor),
-            Plan::MixtureJoint { grid } => axial(grid, Axial::MixtureJoint),
+            Plan::AxialVertical { grid } => Ok(axial::vertical(&cells(grid)?)),
+            Plan::AxialHorizontal { grid } => Ok(axial::horizontal(&cells(grid)?)),
+            Plan::AxialRowmajor { grid, .. } => Ok(axial::rowmajor(&cells(grid)?)),
+            Plan::MixtureJoint { grid } => Ok(mixture::joint_layout(&cells(grid)?)),
             Plan::Mixture { plans } => match plans.as_slice() {
                 [] => Err(PlanError::EmptyMixture),
                 [one] => one.layout(len, mode),
