@@ -477,7 +477,12 @@ fn last_logged_step(dir: &Path) -> Option<usize> {
     let text = std::fs::read_to_string(dir.join("metrics.jsonl")).ok()?;
     text.lines()
         .rev()
-        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("step")?.as_u64())
+        .find_map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()?
+                .get("step")?
+                .as_u64()
+        })
         .map(|s| s as usize)
 }
 

@@ -195,7 +195,8 @@ impl PlanSize {
                     .map(|p| self.resize(p, grid_used, block_used))
                     .collect(),
             },
-            p @ (Plan::Logsparse | Plan::Learnable { .. }) => p,
+            // plans with neither a grid nor a block size
+            p => p,
         }
     }
 }

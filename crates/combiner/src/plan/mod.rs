@@ -8,7 +8,8 @@
 //! One file per plan family builds its [`Layout`]: `fixed.rs`,
 //! `logsparse.rs`, `axial.rs` (vertical, horizontal, row-major), `mixture.rs`
 //! (the joint form; the paper's mixture averages its components) and
-//! `learnable.rs` (regions from k-means). Names live in one list,
+//! `learnable.rs` (regions from k-means); `strided.rs` is README's worked
+//! example of adding a plan. Names live in one list,
 //! [`NAMED_PLANS`]; a new plan is a file, a variant with its arm in
 //! [`Plan::layout`], and an entry there.
 
@@ -18,6 +19,7 @@ mod learnable;
 mod logsparse;
 mod mixture;
 mod names;
+pub mod strided;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,6 +155,14 @@ pub enum Plan {
         /// Grid; see [`Plan::AxialVertical`].
         #[serde(default)]
         grid: Option<Grid>,
+    },
+    /// Combiner-Strided (README "Adding a factorization plan"; not in the
+    /// paper): direct = the query's residue class modulo `stride`, one span
+    /// per other residue class.
+    Strided {
+        /// Stride `s`; defaults to `ceil(sqrt(L))`.
+        #[serde(default)]
+        stride: Option<usize>,
     },
     /// Combiner-Learnable (4.4, eq. 11/12): every token joins the region of
     /// its key's nearest centroid; centroids follow online k-means
@@ -338,6 +348,7 @@ impl Plan {
                     "a single plan (compile each mixture component with `components()`)".into(),
                 )),
             },
+            Plan::Strided { stride } => strided::strided_layout(len, *stride, mode),
             Plan::Learnable { .. } => Err(PlanError::DataDependent),
         }
     }

@@ -102,6 +102,13 @@ pub const NAMED_PLANS: &[NamedPlan] = &[
         build: || Plan::MixtureJoint { grid: None },
     },
     NamedPlan {
+        name: "strided",
+        aliases: &[],
+        about: "README's example: residue classes mod s",
+        swept: true,
+        build: || Plan::Strided { stride: None },
+    },
+    NamedPlan {
         name: "learnable",
         aliases: &["routing"],
         about: "",

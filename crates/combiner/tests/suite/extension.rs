@@ -1,74 +1,107 @@
-//! The worked example of README "Adding a factorization plan":
-//! Combiner-Strided, written as sets, verified and checked against the oracle.
-//!
-//! Direct part: the query's own residue class modulo `s` (a dilated pattern,
-//! as in the Sparse Transformer's strided head). Spans: every other residue
-//! class, restricted to the support (LM: its members up to `i`).
-
-use std::collections::HashMap;
+//! README "Adding a factorization plan", followed verbatim: Combiner-Strided
+//! is added as one file (`plan/strided.rs`), one variant with its arm in
+//! `Plan::layout` and one `NAMED_PLANS` entry; it is then selectable from a
+//! config, passes the verifier, and is swept with every other plan by the
+//! oracle tests (`Plan::all()`). The README's code blocks are checked to be
+//! this code, character for character.
 
 use crate::common::*;
 use burn::prelude::*;
 use combiner::exec::combiner_attention;
-use combiner::layout::{Layout, Partition, QueryParts, SpanDef, SpanQuery};
+use combiner::layout::Layout;
 use combiner::oracle::oracle_attention;
-use combiner::verify::{verify_with, CHECK_LENGTHS, GROWTH_LENGTHS, MAX_EXPONENT};
-use combiner::{AbstractionKind, Mode};
+use combiner::plan::strided::strided;
+use combiner::verify::{verify_plan, verify_with, CHECK_LENGTHS, GROWTH_LENGTHS, MAX_EXPONENT};
+use combiner::{AbstractionKind, Mode, Plan};
 
-/// Combiner-Strided with stride `s` as a partition of every query's support.
-pub fn strided(len: usize, s: usize, mode: Mode) -> Partition {
-    let mut spans: Vec<SpanDef> = Vec::new();
-    let mut ids: HashMap<Vec<usize>, usize> = HashMap::new();
-    let mut queries = Vec::with_capacity(len);
-    for i in 0..len {
-        let support = |j: &usize| mode.allows(i, *j);
-        let direct: Vec<usize> = (i % s..len).step_by(s).filter(support).collect();
-        let mut parts = QueryParts {
-            direct,
-            spans: vec![],
-        };
-        for r in (0..s).filter(|&r| r != i % s) {
-            let members: Vec<usize> = (r..len).step_by(s).filter(support).collect();
-            if members.is_empty() {
-                continue; // no empty spans in the softmax
-            }
-            let next = spans.len();
-            let id = *ids.entry(members.clone()).or_insert(next);
-            if id == next {
-                spans.push(SpanDef {
-                    members,
-                    query: SpanQuery::Pooled,
-                });
-            }
-            parts.spans.push(id);
-        }
-        parts.spans.sort_unstable();
-        queries.push(parts);
-    }
-    Partition {
-        len,
-        spans,
-        queries,
-    }
+/// The ```rust blocks of README's "Adding a factorization plan" section.
+fn readme_blocks() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md");
+    let readme = std::fs::read_to_string(path).expect("README.md beside the workspace");
+    let section = readme
+        .split("\n## Adding a factorization plan\n")
+        .nth(1)
+        .expect("README has the section")
+        .split("\n## ")
+        .next()
+        .unwrap();
+    section
+        .split("```rust\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap().to_string())
+        .collect()
 }
 
-fn stride_for(len: usize) -> usize {
-    combiner::plan::ceil_sqrt(len)
+#[test]
+fn the_readme_shows_this_code_verbatim() {
+    let blocks = readme_blocks();
+    assert_eq!(blocks.len(), 3, "three rust blocks in the section");
+    let sources = [
+        include_str!("../../src/plan/strided.rs"),
+        concat!(
+            include_str!("../../src/plan/mod.rs"),
+            include_str!("../../src/plan/names.rs")
+        ),
+        include_str!("extension.rs"),
+    ];
+    for (block, source) in blocks.iter().zip(sources) {
+        for line in block
+            .lines()
+            .filter(|l| !l.trim().is_empty() && l.trim() != "// ...")
+        {
+            assert!(
+                source.lines().any(|s| s.trim_end() == line.trim_end()),
+                "README line not in the source:\n{line}"
+            );
+        }
+    }
+    // the plan's file is shown whole, in order
+    let file = include_str!("../../src/plan/strided.rs");
+    let region = file
+        .split("// README: begin\n")
+        .nth(1)
+        .and_then(|r| r.split("// README: end").next())
+        .expect("markers in strided.rs");
+    assert_eq!(
+        blocks[0], region,
+        "README shows plan/strided.rs between its markers"
+    );
+}
+
+#[test]
+fn strided_is_selectable_from_a_config_and_by_name() {
+    let plan: Plan = toml::from_str("kind = \"strided\"\nstride = 5").unwrap();
+    assert_eq!(plan, Plan::Strided { stride: Some(5) });
+    assert_eq!(
+        Plan::from_name("strided").unwrap(),
+        Plan::Strided { stride: None }
+    );
+    assert!(Plan::all().iter().any(|(n, _)| *n == "strided"), "swept");
+    assert_eq!(
+        Plan::Strided { stride: Some(0) }
+            .layout(10, Mode::Lm)
+            .unwrap_err(),
+        combiner::PlanError::Zero("strided stride")
+    );
 }
 
 #[test]
 fn strided_plan_passes_the_verifier() {
     for mode in [Mode::Lm, Mode::Mlm] {
+        let plan = Plan::Strided { stride: None };
+        let report = verify_plan(&plan, mode, &CHECK_LENGTHS, &GROWTH_LENGTHS[..2]);
+        assert!(report.passed(), "{report}");
+        // the same through the partition, for any other set-built plan
         let report = verify_with(
             "strided",
             mode,
             &CHECK_LENGTHS,
-            &GROWTH_LENGTHS[..2],
+            &[256, 1024],
             MAX_EXPONENT,
             |len| {
                 Ok(vec![Layout::from_partition(&strided(
                     len,
-                    stride_for(len),
+                    combiner::plan::ceil_sqrt(len),
                     mode,
                 ))])
             },
@@ -78,7 +111,7 @@ fn strided_plan_passes_the_verifier() {
 }
 
 #[test]
-fn strided_plan_matches_the_oracle_and_is_causal() {
+fn strided_plan_matches_the_oracle() {
     let dev = Default::default();
     B::seed(&dev, 21);
     for mode in [Mode::Lm, Mode::Mlm] {
@@ -89,15 +122,15 @@ fn strided_plan_matches_the_oracle_and_is_causal() {
         ] {
             let abs = kind.init::<B>(8, &dev);
             for len in LENGTHS {
-                let p = strided(len, 5, mode);
-                let layout = Layout::from_partition(&p);
-                assert_eq!(
-                    layout.partition().queries,
-                    p.queries,
-                    "layout keeps the partition"
-                );
                 let [q, k, v] = qkv::<B>(1, 2, len, 8, &dev);
-                let fast = combiner_attention(q.clone(), k.clone(), v.clone(), &layout, &abs);
+                let p = strided(len, 5, mode);
+                let fast = combiner_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    &Layout::from_partition(&p),
+                    &abs,
+                );
                 let slow = oracle_attention(q, k, v, &[p], &abs);
                 let err = max_abs_diff(fast, slow);
                 assert!(err < 1e-5, "strided {mode} {kind:?} L={len}: {err:e}");
