@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use burn::backend::Autodiff;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
-use burn::data::dataset::Dataset;
+use burn::data::dataset::{Dataset, InMemDataset};
 use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::record::DefaultRecorder;
@@ -13,9 +13,7 @@ use burn::tensor::{DType, FloatDType};
 use burn_ndarray::NdArray;
 use combiner::Plan;
 use combiner_attention::AttentionConfig;
-use combiner_data::batcher::{
-    ClassificationBatch, ClassificationBatcher, SequenceDataset, TokenSequence,
-};
+use combiner_data::batcher::{ClassificationBatch, ClassificationBatcher, TokenSequence};
 use combiner_data::stream::EpochStream;
 use combiner_models::lra::{Lra, LraConfig, Pooling};
 use combiner_nn::{Objective, TrunkConfig};
@@ -27,7 +25,7 @@ type IB = NdArray<f32>;
 const SEQ: usize = 24;
 
 /// Two fixed batches of 4: class 1 sequences carry token 3 in a few places.
-fn items() -> SequenceDataset {
+fn items() -> InMemDataset<TokenSequence> {
     let mut items = Vec::new();
     for i in 0..8u32 {
         let mut tokens: Vec<u32> = (0..SEQ as u32).map(|t| 5 + (t * 7 + i * 3) % 11).collect();
@@ -41,7 +39,7 @@ fn items() -> SequenceDataset {
             label: i % 2,
         });
     }
-    SequenceDataset { items }
+    InMemDataset::new(items)
 }
 
 /// Parameter initialization draws from the device's global RNG: runs in
@@ -165,7 +163,7 @@ fn stream_repeats_every_item_once_per_epoch_in_a_seeded_order() {
     let firsts: Vec<u32> = (0..8).map(|k| s.get(k).unwrap().tokens[0]).collect();
     let mut sorted = firsts.clone();
     sorted.sort_unstable();
-    let mut all: Vec<u32> = items().items.iter().map(|i| i.tokens[0]).collect();
+    let mut all: Vec<u32> = items().iter().map(|i| i.tokens[0]).collect();
     all.sort_unstable();
     assert_eq!(sorted, all, "one epoch is a permutation of the base set");
     let again = EpochStream::new(items(), 20, 3);

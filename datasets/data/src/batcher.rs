@@ -5,7 +5,6 @@ use std::borrow::Cow;
 use std::sync::Mutex;
 
 use burn::data::dataloader::batcher::Batcher;
-use burn::data::dataset::Dataset;
 use burn::prelude::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -96,59 +95,42 @@ impl SequenceItem for TokenSequence {
     }
 }
 
-/// An in-memory dataset of [`TokenSequence`]s.
-#[derive(Debug, Clone, Default)]
-pub struct SequenceDataset {
-    /// The items.
-    pub items: Vec<TokenSequence>,
-}
-
-impl Dataset<TokenSequence> for SequenceDataset {
-    fn get(&self, index: usize) -> Option<TokenSequence> {
-        self.items.get(index).cloned()
-    }
-    fn len(&self) -> usize {
-        self.items.len()
-    }
-}
-
-impl SequenceDataset {
+/// Token sequences of the LRA and LM tasks, built from their sources; wrap
+/// them in burn's `InMemDataset` to index them.
+impl TokenSequence {
     /// LRA Image: CIFAR-10 as 1,024 gray levels.
-    pub fn lra_image(images: &[CifarImage]) -> Self {
-        let items = images
+    pub fn lra_image(images: &[CifarImage]) -> Vec<Self> {
+        images
             .iter()
             .map(|i| TokenSequence {
                 tokens: i.grayscale().into_iter().map(u32::from).collect(),
                 label: i.label as u32,
             })
-            .collect();
-        Self { items }
+            .collect()
     }
 
     /// LRA Text: byte-level reviews, truncated and padded to `len` (LRA: 4,000).
-    pub fn lra_text(reviews: &[crate::text::Review], len: usize) -> Self {
+    pub fn lra_text(reviews: &[crate::text::Review], len: usize) -> Vec<Self> {
         let t = crate::text::ByteTokenizer;
-        let items = reviews
+        reviews
             .iter()
             .map(|r| TokenSequence {
                 tokens: t.encode_fixed(r.text.as_bytes(), len),
                 label: r.label as u32,
             })
-            .collect();
-        Self { items }
+            .collect()
     }
 
     /// Language-model windows of `seq_len + 1` tokens (see [`crate::text::pack`]).
-    pub fn lm_windows<I>(docs: I, seq_len: usize, eos: u32) -> Self
+    pub fn lm_windows<I>(docs: I, seq_len: usize, eos: u32) -> Vec<Self>
     where
         I: IntoIterator,
         I::Item: AsRef<[u32]>,
     {
-        let items = crate::text::pack(docs, seq_len, eos)
+        crate::text::pack(docs, seq_len, eos)
             .into_iter()
             .map(|tokens| TokenSequence { tokens, label: 0 })
-            .collect();
-        Self { items }
+            .collect()
     }
 }
 
@@ -491,8 +473,8 @@ mod tests {
             pixels: vec![10; 3072],
             label: 2,
         };
-        let d = SequenceDataset::lra_image(&[img]);
-        assert_eq!(d.items[0].tokens, vec![10; 1024]);
-        assert_eq!(d.get(0).unwrap().label, 2);
+        let d = TokenSequence::lra_image(&[img]);
+        assert_eq!(d[0].tokens, vec![10; 1024]);
+        assert_eq!(d[0].label, 2);
     }
 }

@@ -25,7 +25,7 @@ pub use archive::{sha256_file, verify_sha256, Checksums};
 
 pub use batcher::{
     ClassificationBatch, ClassificationBatcher, LmBatch, LmBatcher, MlmBatch, MlmBatcher,
-    PairBatch, PairBatcher, SequenceDataset, SequenceItem, TokenSequence,
+    PairBatch, PairBatcher, SequenceItem, TokenSequence,
 };
 pub use cache::{cache_dir, data_dir, shared_data_dir, DATA_DIR_ENV, SHARED_DATA_ENV};
 pub use cifar::{Cifar10, CifarImage};

@@ -6,8 +6,8 @@
 
 use anyhow::Result;
 use combiner::Mode;
-use combiner_data::batcher::SequenceDataset;
 use combiner_data::text::readers::Wikitext;
+use combiner_data::TokenSequence;
 use combiner_data::{DatasetName, Split};
 use combiner_models::lm::LmConfig;
 use serde::{Deserialize, Serialize};
@@ -66,7 +66,7 @@ impl TaskSpec for Lm {
         let eos = text.eos();
         let windows = |docs: &[String], what: &str| -> Result<Vec<_>> {
             let ids = encode_all(&text, docs, what)?;
-            Ok(SequenceDataset::lm_windows(&ids, self.seq_len, eos).items)
+            Ok(TokenSequence::lm_windows(&ids, self.seq_len, eos))
         };
         let train = if ctx.need_train {
             let docs = self

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use combiner::Mode;
-use combiner_data::batcher::SequenceDataset;
+use combiner_data::TokenSequence;
 use combiner_data::{Cifar10, Split};
 use combiner_models::lra::Pooling;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,7 @@ impl TaskSpec for LraImage {
         let load = |split, limit| -> Result<Vec<_>> {
             let set = Cifar10::load(ctx.data_dir, split)
                 .with_context(|| format!("loading CIFAR-10 from {}", ctx.data_dir.display()))?;
-            Ok(SequenceDataset::lra_image(&truncate(set.images, limit)).items)
+            Ok(TokenSequence::lra_image(&truncate(set.images, limit)))
         };
         let train = if ctx.need_train {
             load(Split::Train, self.train_limit)?

@@ -4,10 +4,10 @@
 
 use anyhow::{Context, Result};
 use combiner::Mode;
-use combiner_data::batcher::SequenceDataset;
 use combiner_data::text::readers::Imdb;
 use combiner_data::text::ByteTokenizer;
 use combiner_data::Split;
+use combiner_data::TokenSequence;
 use combiner_models::lra::Pooling;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -53,7 +53,10 @@ impl TaskSpec for LraText {
                 .reviews;
             // the files alternate labels; a seeded shuffle keeps a prefix balanced in expectation
             reviews.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-            Ok(SequenceDataset::lra_text(&truncate(reviews, limit), self.seq_len).items)
+            Ok(TokenSequence::lra_text(
+                &truncate(reviews, limit),
+                self.seq_len,
+            ))
         };
         let train = if ctx.need_train {
             load(Split::Train, self.train_limit, ctx.seed)?
