@@ -129,7 +129,11 @@ pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
                     comps.len(),
                     comp.name
                 ),
-                format!("{base}-c{}-{}", ci + 1, slug_str(&comp.name)),
+                format!(
+                    "{base}-c{}-{}",
+                    ci + 1,
+                    combiner_tasks::table::slug(&comp.name)
+                ),
             )
         } else {
             (plan.name(), base.clone())
@@ -189,20 +193,8 @@ pub fn run<B: Backend>(device: &B::Device, args: &ShowArgs) -> Result<()> {
 fn slug(plan: &Plan) -> String {
     match plan {
         Plan::Mixture { .. } => "mixture".into(),
-        p => slug_str(&p.name()),
+        p => combiner_tasks::table::slug(&p.name()),
     }
-}
-
-fn slug_str(name: &str) -> String {
-    let mut s = String::new();
-    for ch in name.chars() {
-        if ch.is_ascii_alphanumeric() {
-            s.push(ch.to_ascii_lowercase());
-        } else if !s.ends_with('-') {
-            s.push('-');
-        }
-    }
-    s.trim_matches('-').to_string()
 }
 
 /// Standard normal entries from a seeded splitmix64 stream (Box-Muller), so a
