@@ -11,7 +11,7 @@ MODE=${MODE:-lm}
 SHAPE="--batch ${BATCH:-1} --heads ${HEADS:-8} --head-dim ${HEAD_DIM:-64} --dtype $DTYPE --mode $MODE --warmup ${WARMUP:-3} --repeats ${REPEATS:-10}"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown); binary: $($BIN --version)"
+  echo "binary: $($BIN --version)"
   echo "shape: L in $LENGTHS, $SHAPE"
 } | tee "$OUT/summary.txt"
 python3 scripts/bench_attention_torch.py --lengths "$LENGTHS" $SHAPE \

@@ -9,7 +9,7 @@ DATA=/tmp/data
 RUNS=/tmp/runs
 mkdir -p $RUNS
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/summary.txt"
-echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" | tee -a "$OUT/summary.txt"
+echo "binary: $($BIN --version)" | tee -a "$OUT/summary.txt"
 for pair in "cifar10 cifar10-jpeg.tar.xz" "imdb imdb-small.tar.xz" "wikipedia wikipedia-subset.tar.xz" \
             "tiny-imagenet-train tiny-imagenet-train-small.tar.xz" "tiny-imagenet-val tiny-imagenet-val-small.tar.xz"; do
   set -- $pair

@@ -13,7 +13,7 @@ for pair in ${PREPARE:-"cifar10:cifar10-jpeg.tar.xz"}; do
 done
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown); binary: $($BIN --version)"
+  echo "binary: $($BIN --version)"
 } | tee "$OUT/summary.txt"
 t0=$(date +%s)
 # SIGTERM at the budget: every row finishes its step, checkpoints and stops

@@ -54,7 +54,12 @@ Examples:
 
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "combiner", version, about = ABOUT, after_help = EXAMPLES)]
+#[command(
+    name = "combiner",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("COMBINER_BUILD_COMMIT"), ")"),
+    about = ABOUT,
+    after_help = EXAMPLES
+)]
 struct Cli {
     #[arg(
         long,

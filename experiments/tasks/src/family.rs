@@ -30,7 +30,7 @@ use combiner_train::{checkpoint_dir, checkpoints_of, fit, FitOptions, FitReport,
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::config::TrainSettings;
+use crate::settings::TrainSettings;
 use crate::text::TextCodec;
 
 /// A shared, type-erased dataset.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod family;
 pub mod plot;
 pub mod run;
+pub mod settings;
 pub mod table;
 pub mod tasks;
 pub mod text;
