@@ -181,6 +181,18 @@ fn sparse_baselines_are_combiner_partitions_without_spans() {
     }
 }
 
+/// Routing's dense mask: `i` attends to `j` when both are in one cluster
+/// (LM: and `j <= i`).
+fn within_clusters(ids: &[usize], mode: Mode) -> Vec<bool> {
+    let len = ids.len();
+    (0..len * len)
+        .map(|p| {
+            let (i, j) = (p / len, p % len);
+            ids[i] == ids[j] && mode.allows(i, j)
+        })
+        .collect()
+}
+
 #[test]
 fn routing_with_fixed_clusters_equals_dense_attention_within_clusters() {
     let dev = Default::default();
@@ -195,12 +207,7 @@ fn routing_with_fixed_clusters_equals_dense_attention_within_clusters() {
             let [q, k, v] = qkv::<B>(b, h, len, 8, &dev);
             let fast = routing_attention(q.clone(), k.clone(), v.clone(), &clusters, mode, None);
             for (s, ids) in clusters.iter().enumerate() {
-                let mask: Vec<bool> = (0..len * len)
-                    .map(|p| {
-                        let (i, j) = (p / len, p % len);
-                        ids[i] == ids[j] && mode.allows(i, j)
-                    })
-                    .collect();
+                let mask = within_clusters(ids, mode);
                 let (bi, hi) = (s / h, s % h);
                 let sl = |t: &Tensor<B, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..8]);
                 let want = masked_attention(sl(&q), sl(&k), sl(&v), &mask);
@@ -239,12 +246,7 @@ fn routing_gradients_equal_dense_attention_within_clusters() {
             let fast = routing_attention(q.clone(), k.clone(), v.clone(), &clusters, mode, None);
             let mut seqs = Vec::new();
             for (s, ids) in clusters.iter().enumerate() {
-                let mask: Vec<bool> = (0..len * len)
-                    .map(|p| {
-                        let (i, j) = (p / len, p % len);
-                        ids[i] == ids[j] && mode.allows(i, j)
-                    })
-                    .collect();
+                let mask = within_clusters(ids, mode);
                 let (bi, hi) = (s / h, s % h);
                 let sl =
                     |t: &Tensor<AD, 4>| t.clone().slice([bi..bi + 1, hi..hi + 1, 0..len, 0..d]);
