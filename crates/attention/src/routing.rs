@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::pattern::{strip_spans, Pattern};
-use crate::util::{bool_tensor, drop_probs, int_tensor, MASKED};
+use crate::util::{drop_probs, int_tensor, MASKED};
 use crate::AttentionError;
 
 /// Hyperparameters of routing attention.
@@ -146,20 +146,32 @@ pub fn routing_attention<B: Backend>(
             .reshape([1, b * h * n, cap, d])
     };
     let (qs, ks, vs) = (sort(q), sort(k), sort(v));
-    // slot j of a cluster is hidden from slot i when it is padding or, in
-    // LM mode, later than i (slots keep token order within a cluster)
-    let hidden: Vec<bool> = blocks
-        .padding
-        .chunks(cap)
-        .flat_map(|pad| {
-            (0..cap).flat_map(move |i| (0..cap).map(move |j| pad[j] || (mode == Mode::Lm && j > i)))
-        })
-        .collect();
-    let hidden = bool_tensor::<B, 4>(hidden, [1, b * h * n, cap, cap], &device);
-    let logits = qs
+    // slot j of a cluster is hidden from slot i when it is padding (a
+    // cluster's tokens fill its first `size` slots) or, in LM mode, later
+    // than i (slots keep token order within a cluster). Built on the device
+    // from the cluster sizes: the full `[blocks, cap, cap]` mask would be
+    // an upload of `b * h * L * cap` flags per call.
+    let blocks_n = b * h * n;
+    let sizes = int_tensor::<B>(&blocks.sizes, &device)
+        .reshape([blocks_n, 1])
+        .expand([blocks_n, cap]);
+    let padding = Tensor::<B, 1, Int>::arange(0..cap as i64, &device)
+        .reshape([1, cap])
+        .expand([blocks_n, cap])
+        .greater_equal(sizes)
+        .reshape([1, blocks_n, 1, cap])
+        .expand([1, blocks_n, cap, cap]);
+    let mut logits = qs
         .matmul(ks.swap_dims(2, 3))
         .mul_scalar(1.0 / (d as f64).sqrt())
-        .mask_fill(hidden, MASKED);
+        .mask_fill(padding, MASKED);
+    if mode == Mode::Lm {
+        // `tril_mask` marks the entries above the diagonal: j > i
+        let later = Tensor::<B, 2, Bool>::tril_mask([cap, cap], 0, &device)
+            .reshape([1, 1, cap, cap])
+            .expand([1, blocks_n, cap, cap]);
+        logits = logits.mask_fill(later, MASKED);
+    }
     drop_probs(softmax_f32(logits, 3), dropout)
         .matmul(vs)
         .reshape([rows, d])
@@ -177,8 +189,9 @@ struct ClusterBlocks {
     /// `s * len + t` it holds (`sequences * len`, one past the last token,
     /// for padding).
     token: Vec<usize>,
-    /// Whether that slot is padding.
-    padding: Vec<bool>,
+    /// Tokens in cluster `c` of sequence `s`, at `s * clusters + c`: its
+    /// first `size` slots hold them, the rest are padding.
+    sizes: Vec<usize>,
     /// For flat token `s * len + t`: its slot.
     slot: Vec<usize>,
 }
@@ -197,15 +210,14 @@ impl ClusterBlocks {
             cap = cap.max(members.iter().map(Vec::len).max().unwrap_or(0));
         }
         let mut token = vec![clusters.len() * len; clusters.len() * n * cap];
-        let mut padding = vec![true; token.len()];
+        let mut sizes = vec![0; clusters.len() * n];
         let mut slot = vec![0; clusters.len() * len];
         for (s, ids) in clusters.iter().enumerate() {
-            let mut fill = vec![0; n];
+            let fill = &mut sizes[s * n..(s + 1) * n];
             for (t, &c) in ids.iter().enumerate() {
                 let at = (s * n + c) * cap + fill[c];
                 fill[c] += 1;
                 token[at] = s * len + t;
-                padding[at] = false;
                 slot[s * len + t] = at;
             }
         }
@@ -213,7 +225,7 @@ impl ClusterBlocks {
             clusters: n,
             cap,
             token,
-            padding,
+            sizes,
             slot,
         }
     }
