@@ -6,7 +6,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::abstraction::{Abstraction, AbstractionKind, Pool};
-use crate::exec::combiner_attention_with;
+use crate::exec::{combiner_attention_on, combiner_attention_with, LayoutTensors};
 use crate::layout::Layout;
 use crate::plan::{
     clusters_for, compact_regions, routing_layout, Mode, Plan, PlanError, RowSummary,
@@ -357,20 +357,25 @@ pub fn plan_attention_with<B: Backend>(
                     k.clone(),
                     v.clone(),
                     x.clone(),
-                    &*comp.cached_layout(len, mode)?,
+                    &comp.cached_layout(len, mode)?,
                     summary,
                     abs,
                     dropout,
                 )
             }
-            p => combiner_attention_with(
-                q.clone(),
-                k.clone(),
-                v.clone(),
-                &*p.cached_layout(len, mode)?,
-                abs,
-                dropout,
-            ),
+            p => {
+                let layout = p.cached_layout(len, mode)?;
+                let tensors = LayoutTensors::cached(&layout, &q.device());
+                combiner_attention_on(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    &layout,
+                    &tensors,
+                    abs,
+                    dropout,
+                )
+            }
         };
         out = Some(match out {
             Some(acc) => acc + o,

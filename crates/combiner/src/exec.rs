@@ -4,13 +4,17 @@
 //! No `L x L` tensor is built: every op is sized by the layout's blocks,
 //! i.e. by the three counts of paper section 3.1.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+
 use burn::nn::Dropout;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType};
 
 use crate::abstraction::{Abstraction, Pool};
-use crate::layout::{Layout, SpanSet, Term};
+use crate::layout::{Layout, SpanSet};
 
 /// The value masked logits are set to. Finite, so that a fully masked row
 /// (a padding query, an empty span never used) stays finite instead of NaN;
@@ -52,15 +56,6 @@ pub fn to_dtype<B: Backend, const D: usize>(x: Tensor<B, D>, dtype: DType) -> Te
     }
 }
 
-/// A float tensor of constants from host values, in the dtype of `like`.
-fn floats_like<B: Backend, const D: usize, const E: usize>(
-    v: Vec<f32>,
-    shape: [usize; D],
-    like: &Tensor<B, E>,
-) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(v, shape), (&like.device(), like.dtype()))
-}
-
 /// Whether `queries` lists `0..len` in order followed only by padding.
 fn is_identity(queries: &[usize], len: usize) -> bool {
     queries
@@ -84,20 +79,18 @@ fn shift_right<B: Backend>(x: Tensor<B, 5>, dim: usize, fill: f32) -> Tensor<B, 
 }
 
 /// Pools `x: [b, h, c, w, d]` over dim 3 where `valid: [c, w]` holds.
-fn pool_block<B: Backend>(x: Tensor<B, 5>, valid: &[bool], pool: Pool) -> Tensor<B, 4> {
+fn pool_block<B: Backend>(x: Tensor<B, 5>, valid: &Tensor<B, 2, Bool>, pool: Pool) -> Tensor<B, 4> {
     let [b, h, c, w, d] = x.dims();
-    let device = x.device();
-    let invalid = bool_tensor::<B, 2>(valid.iter().map(|v| !v).collect(), [c, w], &device)
+    let invalid = valid
+        .clone()
+        .bool_not()
         .reshape([1, 1, c, w, 1])
         .expand([b, h, c, w, d]);
     match pool {
         Pool::Max => x.mask_fill(invalid, MASKED).max_dim(3).squeeze_dim(3),
         Pool::Mean => {
-            let counts: Vec<f32> = valid
-                .chunks(w.max(1))
-                .map(|row| row.iter().filter(|&&v| v).count().max(1) as f32)
-                .collect();
-            let counts = floats_like::<B, 1, 5>(counts, [c], &x).reshape([1, 1, c, 1]);
+            let counts = valid.clone().float().sum_dim(1).clamp_min(1.0);
+            let counts = to_dtype(counts, x.dtype()).reshape([1, 1, c, 1]);
             x.mask_fill(invalid, 0.0).sum_dim(3).squeeze_dim(3) / counts
         }
     }
@@ -107,13 +100,12 @@ fn pool_block<B: Backend>(x: Tensor<B, 5>, valid: &[bool], pool: Pool) -> Tensor
 /// set (`exclude = true`) of `x: [b, h, c, w, d]` along dim 3.
 fn pool_scan<B: Backend>(
     x: Tensor<B, 5>,
-    valid: &[bool],
+    valid: &Tensor<B, 2, Bool>,
     pool: Pool,
     exclude: bool,
 ) -> Tensor<B, 5> {
     let [b, h, c, w, d] = x.dims();
-    let device = x.device();
-    let valid_t = bool_tensor::<B, 2>(valid.to_vec(), [c, w], &device).reshape([1, 1, c, w, 1]);
+    let valid_t = valid.clone().reshape([1, 1, c, w, 1]);
     let invalid = valid_t.clone().bool_not().expand([b, h, c, w, d]);
     match pool {
         Pool::Max => {
@@ -147,15 +139,13 @@ fn block_attention<B: Backend>(
     q: Tensor<B, 5>,
     k: Tensor<B, 5>,
     v: Tensor<B, 5>,
-    invalid: Vec<bool>,
+    invalid: &Tensor<B, 3, Bool>,
     scale: f64,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 5> {
     let [b, h, c, g, _] = q.dims();
     let w = k.dims()[3];
-    let mask = bool_tensor::<B, 3>(invalid, [c, g, w], &q.device())
-        .unsqueeze::<5>()
-        .expand([b, h, c, g, w]);
+    let mask = invalid.clone().unsqueeze::<5>().expand([b, h, c, g, w]);
     let logits = q
         .matmul(k.swap_dims(3, 4))
         .mul_scalar(scale)
@@ -172,7 +162,7 @@ fn block_attention<B: Backend>(
 #[allow(clippy::too_many_arguments)]
 fn span_summaries<B: Backend>(
     set: &SpanSet,
-    len: usize,
+    t: &SetTensors<B>,
     q_ext: &Tensor<B, 4>,
     k_ext: &Tensor<B, 4>,
     v_ext: &Tensor<B, 4>,
@@ -183,111 +173,85 @@ fn span_summaries<B: Backend>(
     dropout: Option<&Dropout>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let [b, h, _, d] = q_ext.dims();
-    let device = q_ext.device();
-    let gather = |t: &Tensor<B, 4>, idx: &[usize], c: usize, w: usize| {
-        t.clone()
-            .select(2, int_tensor::<B>(idx, &device))
-            .reshape([b, h, c, w, d])
+    let gather = |x: &Tensor<B, 4>, idx: &Tensor<B, 1, Int>, c: usize, w: usize| {
+        x.clone().select(2, idx.clone()).reshape([b, h, c, w, d])
     };
     match set {
         SpanSet::Blocks {
             count,
             width,
-            members,
             token_queries,
+            ..
         } => {
             let (c, w) = (*count, *width);
-            let valid: Vec<bool> = members.iter().map(|&p| p < len).collect();
-            let km = gather(k_ext, members, c, w);
-            let vm = gather(v_ext, members, c, w);
+            let km = gather(k_ext, &t.members, c, w);
+            let vm = gather(v_ext, &t.members, c, w);
             let k_span = abs.post_k(pool_block(
-                gather(kp_ext, members, c, w),
-                &valid,
+                gather(kp_ext, &t.members, c, w),
+                &t.valid,
                 abs.pool(),
             ));
-            let (qs, g) = match token_queries {
-                None => (
+            let (qs, g) = match (token_queries, &t.tokens) {
+                (Some((g, _)), Some(tokens)) => (gather(q_ext, tokens, c, *g), *g),
+                _ => (
                     abs.post_q(pool_block(
-                        gather(qp_ext, members, c, w),
-                        &valid,
+                        gather(qp_ext, &t.members, c, w),
+                        &t.valid,
                         abs.pool(),
                     ))
                     .unsqueeze_dim::<5>(3),
                     1,
                 ),
-                Some((g, tokens)) => (gather(q_ext, tokens, c, *g), *g),
             };
-            let invalid: Vec<bool> = (0..c)
-                .flat_map(|blk| {
-                    let valid = &valid;
-                    (0..g).flat_map(move |_| (0..w).map(move |j| !valid[blk * w + j]))
-                })
-                .collect();
             let vbar =
-                block_attention(qs, km, vm, invalid, scale, dropout).reshape([b, h, c * g, d]);
+                block_attention(qs, km, vm, &t.hidden, scale, dropout).reshape([b, h, c * g, d]);
             let k_span = k_span
                 .unsqueeze_dim::<5>(3)
                 .expand([b, h, c, g, d])
                 .reshape([b, h, c * g, d]);
             (k_span, vbar)
         }
-        SpanSet::Prefixes { count, width, seqs } | SpanSet::ExcludeOne { count, width, seqs } => {
+        SpanSet::Prefixes { count, width, .. } | SpanSet::ExcludeOne { count, width, .. } => {
             let exclude = matches!(set, SpanSet::ExcludeOne { .. });
             let (c, w) = (*count, *width);
-            let valid: Vec<bool> = seqs.iter().map(|&p| p < len).collect();
-            let ks = gather(k_ext, seqs, c, w);
-            let vs = gather(v_ext, seqs, c, w);
+            let ks = gather(k_ext, &t.members, c, w);
+            let vs = gather(v_ext, &t.members, c, w);
             let k_span = abs.post_k(pool_scan(
-                gather(kp_ext, seqs, c, w),
-                &valid,
+                gather(kp_ext, &t.members, c, w),
+                &t.valid,
                 abs.pool(),
                 exclude,
             ));
             let q_span = abs.post_q(pool_scan(
-                gather(qp_ext, seqs, c, w),
-                &valid,
+                gather(qp_ext, &t.members, c, w),
+                &t.valid,
                 abs.pool(),
                 exclude,
             ));
-            let invalid: Vec<bool> = (0..c)
-                .flat_map(|s| {
-                    let valid = &valid;
-                    (0..w).flat_map(move |t| {
-                        (0..w).map(move |j| {
-                            let inside = if exclude { j != t } else { j <= t };
-                            !(inside && valid[s * w + j])
-                        })
-                    })
-                })
-                .collect();
-            let vbar =
-                block_attention(q_span, ks, vs, invalid, scale, dropout).reshape([b, h, c * w, d]);
+            let vbar = block_attention(q_span, ks, vs, &t.hidden, scale, dropout).reshape([
+                b,
+                h,
+                c * w,
+                d,
+            ]);
             (k_span.reshape([b, h, c * w, d]), vbar)
         }
     }
 }
 
 /// Rows of `x: [b,h,n,f]` for query positions `0..len`, from a term's query order.
-fn to_query_order<B: Backend>(
-    x: Tensor<B, 4>,
-    term: &Term,
-    len: usize,
-    inv: &[usize],
-) -> Tensor<B, 4> {
-    if is_identity(&term.queries, len) {
-        x.narrow(2, 0, len)
-    } else {
-        let device = x.device();
-        x.select(2, int_tensor::<B>(inv, &device))
+fn to_query_order<B: Backend>(x: Tensor<B, 4>, t: &TermTensors<B>, len: usize) -> Tensor<B, 4> {
+    match &t.inverse {
+        None => x.narrow(2, 0, len),
+        Some(inv) => x.select(2, inv.clone()),
     }
 }
 
 /// Rows of `x: [b,h,len,f]` arranged in a term's query order (padding rows zero).
-fn to_term_order<B: Backend>(x: Tensor<B, 4>, term: &Term, len: usize) -> Tensor<B, 4> {
-    let [b, h, _, f] = x.dims();
-    let n = term.queries.len();
+fn to_term_order<B: Backend>(x: Tensor<B, 4>, t: &TermTensors<B>, n: usize) -> Tensor<B, 4> {
+    let [b, h, len, f] = x.dims();
     let device = x.device();
-    if is_identity(&term.queries, len) {
+    if t.inverse.is_none() {
         if n == len {
             x
         } else {
@@ -297,7 +261,171 @@ fn to_term_order<B: Backend>(x: Tensor<B, 4>, term: &Term, len: usize) -> Tensor
     } else {
         let pad = Tensor::zeros([b, h, 1, f], (&device, x.dtype()));
         let ext = Tensor::cat(vec![x, pad], 2);
-        ext.select(2, int_tensor::<B>(&term.queries, &device))
+        ext.select(2, t.queries.clone())
+    }
+}
+
+/// The index and mask tensors of one span set on a device.
+#[derive(Clone, Debug)]
+struct SetTensors<B: Backend> {
+    /// `members` (blocks) or `seqs` (scans), `[count * width]`.
+    members: Tensor<B, 1, Int>,
+    /// The token queries of token-queried blocks, `[count * group]`.
+    tokens: Option<Tensor<B, 1, Int>>,
+    /// Whether a slot holds a real position, `[count, width]`.
+    valid: Tensor<B, 2, Bool>,
+    /// The local expectations' mask (true = masked), `[count, queries, width]`.
+    hidden: Tensor<B, 3, Bool>,
+}
+
+/// The index and mask tensors of one term on a device.
+#[derive(Clone, Debug)]
+struct TermTensors<B: Backend> {
+    queries: Tensor<B, 1, Int>,
+    items: Tensor<B, 1, Int>,
+    /// `[groups, group_size, width]`, true = masked.
+    hidden: Tensor<B, 3, Bool>,
+    /// For each position `0..len`, its row in the term's query order; `None`
+    /// when that order is the identity (then rows are narrowed, not gathered).
+    inverse: Option<Tensor<B, 1, Int>>,
+}
+
+/// Every index and mask tensor the executor needs for one [`Layout`] on one
+/// device: the host-to-device copies of a call, made once.
+///
+/// [`LayoutTensors::new`] uploads them; [`LayoutTensors::cached`] keeps them
+/// per (shared layout, backend, device) for as long as the layout lives, so
+/// that training steps reuse them instead of copying `O(L sqrt L)` indices
+/// to the device every forward pass (on CUDA each copy from pageable host
+/// memory also waits for the queued kernels).
+#[derive(Clone, Debug)]
+pub struct LayoutTensors<B: Backend> {
+    len: usize,
+    sets: Vec<SetTensors<B>>,
+    terms: Vec<TermTensors<B>>,
+}
+
+impl<B: Backend> LayoutTensors<B> {
+    /// Uploads the tensors of `layout` to `device`.
+    pub fn new(layout: &Layout, device: &B::Device) -> Self {
+        let len = layout.len;
+        let sets = layout
+            .span_sets
+            .iter()
+            .map(|set| {
+                let (c, w, members, token_queries) = match set {
+                    SpanSet::Blocks {
+                        count,
+                        width,
+                        members,
+                        token_queries,
+                    } => (*count, *width, members, token_queries.as_ref()),
+                    SpanSet::Prefixes { count, width, seqs }
+                    | SpanSet::ExcludeOne { count, width, seqs } => (*count, *width, seqs, None),
+                };
+                let valid: Vec<bool> = members.iter().map(|&p| p < len).collect();
+                let hidden: Vec<bool> = match set {
+                    SpanSet::Blocks { .. } => {
+                        let g = token_queries.map_or(1, |(g, _)| *g);
+                        (0..c)
+                            .flat_map(|blk| {
+                                let valid = &valid;
+                                (0..g).flat_map(move |_| (0..w).map(move |j| !valid[blk * w + j]))
+                            })
+                            .collect()
+                    }
+                    _ => {
+                        let exclude = matches!(set, SpanSet::ExcludeOne { .. });
+                        (0..c)
+                            .flat_map(|s| {
+                                let valid = &valid;
+                                (0..w).flat_map(move |t| {
+                                    (0..w).map(move |j| {
+                                        let inside = if exclude { j != t } else { j <= t };
+                                        !(inside && valid[s * w + j])
+                                    })
+                                })
+                            })
+                            .collect()
+                    }
+                };
+                let rows = hidden.len() / (c * w).max(1);
+                SetTensors {
+                    members: int_tensor::<B>(members, device),
+                    tokens: token_queries.map(|(_, tokens)| int_tensor::<B>(tokens, device)),
+                    valid: bool_tensor::<B, 2>(valid, [c, w], device),
+                    hidden: bool_tensor::<B, 3>(hidden, [c, rows, w], device),
+                }
+            })
+            .collect();
+        let terms = layout
+            .terms
+            .iter()
+            .map(|term| {
+                let (gs, g, w) = (term.groups, term.group_size, term.width);
+                let inverse = (!is_identity(&term.queries, len)).then(|| {
+                    let mut inv = vec![0usize; len];
+                    for (a, &p) in term.queries.iter().enumerate() {
+                        if p < len {
+                            inv[p] = a;
+                        }
+                    }
+                    int_tensor::<B>(&inv, device)
+                });
+                TermTensors {
+                    queries: int_tensor::<B>(&term.queries, device),
+                    items: int_tensor::<B>(&term.items, device),
+                    hidden: bool_tensor::<B, 3>(
+                        term.mask.iter().map(|m| !m).collect(),
+                        [gs, g, w],
+                        device,
+                    ),
+                    inverse,
+                }
+            })
+            .collect();
+        LayoutTensors { len, sets, terms }
+    }
+
+    /// The tensors of a shared layout on `device`, uploaded on first use and
+    /// reused while `layout` (any clone of the `Arc`) is alive. Entries of
+    /// dropped layouts are released on the next upload.
+    pub fn cached(layout: &Arc<Layout>, device: &B::Device) -> Arc<Self> {
+        type Entry = (Weak<Layout>, Arc<dyn Any + Send + Sync>);
+        type Cache = Mutex<HashMap<(usize, TypeId, String), Entry>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        // The `Weak` keeps the layout's allocation, so its address cannot be
+        // reused by another layout while the entry exists.
+        let key = (
+            Arc::as_ptr(layout) as usize,
+            TypeId::of::<B>(),
+            format!("{device:?}"),
+        );
+        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, hit)) = lock().get(&key) {
+            if let Ok(hit) = hit.clone().downcast::<Self>() {
+                return hit;
+            }
+        }
+        let fresh = Arc::new(Self::new(layout, device));
+        let mut map = lock();
+        map.retain(|_, (alive, _)| alive.strong_count() > 0);
+        map.insert(key, (Arc::downgrade(layout), fresh.clone()));
+        fresh
+    }
+
+    /// Token-query positions of span set `set` (token-queried blocks only).
+    pub(crate) fn tokens(&self, set: usize) -> Option<&Tensor<B, 1, Int>> {
+        self.sets.get(set).and_then(|s| s.tokens.as_ref())
+    }
+
+    /// Whether these tensors were built for a layout of `layout`'s length
+    /// and numbers of span sets and terms.
+    fn fits(&self, layout: &Layout) -> bool {
+        self.len == layout.len
+            && self.sets.len() == layout.span_sets.len()
+            && self.terms.len() == layout.terms.len()
     }
 }
 
@@ -335,9 +463,29 @@ pub fn combiner_attention_with<B: Backend>(
     abs: &Abstraction<B>,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
+    let tensors = LayoutTensors::new(layout, &q.device());
+    combiner_attention_on(q, k, v, layout, &tensors, abs, dropout)
+}
+
+/// [`combiner_attention_with`] on tensors already on the device (see
+/// [`LayoutTensors::cached`]): the form the model's layers call, with no
+/// host-to-device copy.
+///
+/// # Panics
+/// If `tensors` were built for another layout's shape, or as
+/// [`combiner_attention`].
+pub fn combiner_attention_on<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    layout: &Layout,
+    tensors: &LayoutTensors<B>,
+    abs: &Abstraction<B>,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 4> {
     let padded = Padded::new(q, k, v);
-    let spans = span_tables(&padded, layout, abs, dropout);
-    joint_attention(padded, layout, spans, dropout)
+    let spans = span_tables(&padded, layout, tensors, abs, dropout);
+    joint_attention(padded, layout, tensors, spans, dropout)
 }
 
 /// `q`, `k`, `v` (`[batch, heads, seq, d_head]`) each with one zero row
@@ -384,6 +532,7 @@ impl<B: Backend> Padded<B> {
 pub fn span_tables<B: Backend>(
     padded: &Padded<B>,
     layout: &Layout,
+    tensors: &LayoutTensors<B>,
     abs: &Abstraction<B>,
     dropout: Option<&Dropout>,
 ) -> Vec<(Tensor<B, 4>, Tensor<B, 4>)> {
@@ -393,15 +542,17 @@ pub fn span_tables<B: Backend>(
         "sequence length {len} != layout length {}",
         layout.len
     );
+    assert!(tensors.fits(layout), "tensors of another layout");
     let scale = 1.0 / (d as f64).sqrt();
     let qp_ext = abs.pre_q(padded.q.clone());
     let kp_ext = abs.pre_k(padded.k.clone());
     layout
         .span_sets
         .iter()
-        .map(|set| {
+        .zip(&tensors.sets)
+        .map(|(set, t)| {
             span_summaries(
-                set, len, &padded.q, &padded.k, &padded.v, &qp_ext, &kp_ext, abs, scale, dropout,
+                set, t, &padded.q, &padded.k, &padded.v, &qp_ext, &kp_ext, abs, scale, dropout,
             )
         })
         .collect()
@@ -421,6 +572,7 @@ pub fn span_tables<B: Backend>(
 pub fn joint_attention<B: Backend>(
     padded: Padded<B>,
     layout: &Layout,
+    tensors: &LayoutTensors<B>,
     spans: Vec<(Tensor<B, 4>, Tensor<B, 4>)>,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 4> {
@@ -436,13 +588,13 @@ pub fn joint_attention<B: Backend>(
         layout.span_sets.len(),
         "one (keys, values) pair per span set"
     );
+    assert!(tensors.fits(layout), "tensors of another layout");
     let Padded {
         q: q_ext,
         k: k_ext,
         v: v_ext,
         ..
     } = padded;
-    let device = q_ext.device();
     let scale = 1.0 / (d as f64).sqrt();
 
     let mut k_table = vec![k_ext];
@@ -456,34 +608,23 @@ pub fn joint_attention<B: Backend>(
 
     // Logits of every term, in query order, side by side for one softmax.
     let mut logits = Vec::with_capacity(layout.terms.len());
-    let mut inverses = Vec::with_capacity(layout.terms.len());
-    for term in &layout.terms {
+    for (term, t) in layout.terms.iter().zip(&tensors.terms) {
         let (gs, g, w) = (term.groups, term.group_size, term.width);
         let qg = q_ext
             .clone()
-            .select(2, int_tensor::<B>(&term.queries, &device))
+            .select(2, t.queries.clone())
             .reshape([b, h, gs, g, d]);
         let ki = k_table
             .clone()
-            .select(2, int_tensor::<B>(&term.items, &device))
+            .select(2, t.items.clone())
             .reshape([b, h, gs, w, d]);
-        let invalid =
-            bool_tensor::<B, 3>(term.mask.iter().map(|m| !m).collect(), [gs, g, w], &device)
-                .unsqueeze::<5>()
-                .expand([b, h, gs, g, w]);
+        let invalid = t.hidden.clone().unsqueeze::<5>().expand([b, h, gs, g, w]);
         let l = qg
             .matmul(ki.swap_dims(3, 4))
             .mul_scalar(scale)
             .mask_fill(invalid, MASKED)
             .reshape([b, h, gs * g, w]);
-        let mut inv = vec![0usize; len];
-        for (a, &p) in term.queries.iter().enumerate() {
-            if p < len {
-                inv[p] = a;
-            }
-        }
-        logits.push(to_query_order(l, term, len, &inv));
-        inverses.push(inv);
+        logits.push(to_query_order(l, t, len));
     }
     let probs = softmax_f32(Tensor::cat(logits, 3), 3);
     let probs = match dropout {
@@ -493,20 +634,67 @@ pub fn joint_attention<B: Backend>(
 
     let mut out: Option<Tensor<B, 4>> = None;
     let mut offset = 0;
-    for (term, inv) in layout.terms.iter().zip(&inverses) {
+    for (term, t) in layout.terms.iter().zip(&tensors.terms) {
         let (gs, g, w) = (term.groups, term.group_size, term.width);
         let p =
-            to_term_order(probs.clone().narrow(3, offset, w), term, len).reshape([b, h, gs, g, w]);
+            to_term_order(probs.clone().narrow(3, offset, w), t, gs * g).reshape([b, h, gs, g, w]);
         offset += w;
         let vi = v_table
             .clone()
-            .select(2, int_tensor::<B>(&term.items, &device))
+            .select(2, t.items.clone())
             .reshape([b, h, gs, w, d]);
-        let o = to_query_order(p.matmul(vi).reshape([b, h, gs * g, d]), term, len, inv);
+        let o = to_query_order(p.matmul(vi).reshape([b, h, gs * g, d]), t, len);
         out = Some(match out {
             Some(acc) => acc + o,
             None => o,
         });
     }
     out.expect("a layout has at least one term")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Mode, Plan};
+
+    type B = burn_ndarray::NdArray<f32>;
+
+    fn ints(t: &Tensor<B, 1, Int>) -> Vec<i64> {
+        t.to_data().convert::<i64>().to_vec().unwrap()
+    }
+
+    #[test]
+    fn device_tensors_are_uploaded_once_per_shared_layout() {
+        let dev = Default::default();
+        let plan = Plan::from_name("axial-rowmajor").unwrap();
+        let a = Arc::new(plan.layout(37, Mode::Mlm).unwrap());
+        let first = LayoutTensors::<B>::cached(&a, &dev);
+        let again = LayoutTensors::<B>::cached(&a, &dev);
+        assert!(Arc::ptr_eq(&first, &again), "uploaded twice");
+        // an equal layout behind another `Arc` gets its own entry
+        let b = Arc::new(plan.layout(37, Mode::Mlm).unwrap());
+        assert!(!Arc::ptr_eq(&first, &LayoutTensors::<B>::cached(&b, &dev)));
+        // what is cached is what a fresh upload holds
+        let fresh = LayoutTensors::<B>::new(&a, &dev);
+        for (x, y) in first.terms.iter().zip(&fresh.terms) {
+            assert_eq!(ints(&x.queries), ints(&y.queries));
+            assert_eq!(ints(&x.items), ints(&y.items));
+            assert_eq!(x.hidden.to_data(), y.hidden.to_data());
+            assert_eq!(x.inverse.as_ref().map(ints), y.inverse.as_ref().map(ints));
+        }
+        for (x, y) in first.sets.iter().zip(&fresh.sets) {
+            assert_eq!(ints(&x.members), ints(&y.members));
+            assert_eq!(x.tokens.as_ref().map(ints), y.tokens.as_ref().map(ints));
+            assert_eq!(x.valid.to_data(), y.valid.to_data());
+            assert_eq!(x.hidden.to_data(), y.hidden.to_data());
+        }
+        // a layout of another length is refused, not silently misread
+        let c = plan.layout(40, Mode::Mlm).unwrap();
+        let q = Tensor::<B, 4>::zeros([1, 1, 40, 4], &dev);
+        let abs = crate::AbstractionKind::Max.init::<B>(4, &dev);
+        let other = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            combiner_attention_on(q.clone(), q.clone(), q.clone(), &c, &first, &abs, None)
+        }));
+        assert!(other.is_err());
+    }
 }

@@ -28,7 +28,10 @@ pub use attention::{
     plan_attention, plan_attention_with, CombinerAttention, CombinerConfig, MultiHead, PlanInputs,
 };
 pub use dense::{dense_attention, dense_attention_with, masked_attention, masked_attention_with};
-pub use exec::{combiner_attention, combiner_attention_with, softmax_f32, to_dtype};
+pub use exec::{
+    combiner_attention, combiner_attention_on, combiner_attention_with, softmax_f32, to_dtype,
+    LayoutTensors,
+};
 pub use layout::{Layout, Partition, SpanQuery, SpanSet, Term};
 pub use plan::{Grid, Mode, Plan, PlanError, RowSummary};
 pub use rng::SplitMix;

@@ -15,13 +15,15 @@
 //! The key mixes every head's local expectation, so it is computed for all
 //! heads at once, after the local expectations and before the joint softmax.
 
+use std::sync::Arc;
+
 use burn::module::Param;
 use burn::nn::{Dropout, DropoutConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::abstraction::Abstraction;
-use crate::exec::{int_tensor, joint_attention, span_tables, Padded};
-use crate::layout::{Layout, SpanSet};
+use crate::exec::{joint_attention, span_tables, LayoutTensors, Padded};
+use crate::layout::Layout;
 
 /// LayerNorm epsilon of the learned summary (flax's default).
 pub const LAYER_NORM_EPS: f64 = 1e-6;
@@ -164,7 +166,7 @@ pub fn learned_rowmajor_attention<B: Backend>(
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     x: Tensor<B, 3>,
-    layout: &Layout,
+    layout: &Arc<Layout>,
     summary: &LearnedRowSummary<B>,
     abs: &Abstraction<B>,
     dropout: Option<&Dropout>,
@@ -180,21 +182,18 @@ pub fn learned_rowmajor_attention<B: Backend>(
         [summary.n_heads(), summary.d_head()],
         "heads and d_head of q must match the summary's weights"
     );
-    let device = q.device();
+    let tensors = LayoutTensors::cached(layout, &q.device());
     let padded = Padded::new(q, k, v);
-    let spans = span_tables(&padded, layout, abs, dropout)
+    let spans = span_tables(&padded, layout, &tensors, abs, dropout)
         .into_iter()
-        .zip(&layout.span_sets)
-        .map(|((keys, vbar), set)| match set {
-            SpanSet::Blocks {
-                token_queries: Some((_, tokens)),
-                ..
-            } => {
-                let xt = x.clone().select(1, int_tensor::<B>(tokens, &device));
+        .enumerate()
+        .map(|(set, (keys, vbar))| match tensors.tokens(set) {
+            Some(tokens) => {
+                let xt = x.clone().select(1, tokens.clone());
                 (summary.keys(xt, vbar.clone()), vbar)
             }
-            _ => (keys, vbar),
+            None => (keys, vbar),
         })
         .collect();
-    joint_attention(padded, layout, spans, dropout)
+    joint_attention(padded, layout, &tensors, spans, dropout)
 }

@@ -48,7 +48,8 @@ fn learned_rowmajor_equals_the_dense_oracle_at_every_length_and_mode() {
             for kind in [AbstractionKind::Max, AbstractionKind::Mean] {
                 let abs = kind.init::<B>(dh, &dev);
                 for len in LENGTHS {
-                    let layout = plan.layout(len, mode).expect("plan compiles");
+                    let layout =
+                        std::sync::Arc::new(plan.layout(len, mode).expect("plan compiles"));
                     let [q, k, v] = qkv::<B>(2, h, len, dh, &dev);
                     let x = normal([2, len, dm], &dev);
                     let fast = learned_rowmajor_attention(
