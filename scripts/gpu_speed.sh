@@ -42,9 +42,9 @@ ours experiments/image/imagenet64.toml speed-bf16 in64-bf16
 torch float32 12288 8 64 64 torch-in64-f32
 torch bfloat16 12288 8 64 64 torch-in64-bf16
 
-python3 - "$RUNS" "$OUT" "$BACKEND" <<'PY'
-import json, statistics, sys, os, subprocess
-runs, out, backend = sys.argv[1:4]
+python3 - "$RUNS" "$OUT" "$BACKEND" "$($BIN --version)" <<'PY'
+import json, re, statistics, sys, os
+runs, out, backend, version = sys.argv[1:5]
 def ours(name):
     try:
         lines = [json.loads(l) for l in open(f"{runs}/{name}/metrics.jsonl") if l.strip()]
@@ -58,7 +58,8 @@ def torch(name):
     except (OSError, KeyError, ValueError):
         return None
 gpu = open(f"{runs}/gpu.txt").read().strip()
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+# the binary's own build commit (the GPU host's checkout may be stale)
+commit = (re.search(r"commit ([^)]+)", version) or re.search("(.*)", version)).group(1)
 rows, data = [], {}
 for shape, key in [("CIFAR-10, L = 3072, batch 32", "cifar"), ("ImageNet-64, L = 12288, batch 8", "in64")]:
     o32, o16 = ours(f"{key}-f32"), ours(f"{key}-bf16")
@@ -68,7 +69,7 @@ for shape, key in [("CIFAR-10, L = 3072, batch 32", "cifar"), ("ImageNet-64, L =
     r = lambda a, b: "-" if a is None or b is None else f"{a/b:.2f}x"
     rows.append(f"| {shape} | {f(o32)} | {f(o16)} | {f(t32)} | {f(t16)} | {r(o32, t32)} | {r(o16, t16)} |")
 md = [f"# Training tokens/s, 6 x 512, 8 heads: Combiner-Axial (burn-{backend}) vs dense SDPA (PyTorch)", "",
-      f"GPU: {gpu}; commit {commit}; ours: median tokens/s of steps 11+; PyTorch: 20 timed steps after 5 warm-up.", "",
+      f"GPU: {gpu}; binary commit {commit}; ours: median tokens/s of steps 11+; PyTorch: 20 timed steps after 5 warm-up.", "",
       "| shape | ours f32 | ours bf16 | PyTorch f32 | PyTorch bf16 autocast | f32 ratio | bf16 ratio |",
       "|---|---:|---:|---:|---:|---:|---:|"] + rows
 open(f"{out}/speed.md", "w").write("\n".join(md) + "\n")
