@@ -9,13 +9,22 @@
 # within 1e-4 absolute (2e-3 on cuda, whose f32 matmul uses TF32). Also reports each backend's wall time (cuda's first
 # run includes NVRTC compilation and autotuning: its warm-up).
 # Needs gpu-bin/ with a binary built with --features tch,cuda,wgpu and
-# cifar10-jpeg.tar.xz. Writes $OUT/backends.md, backends.json and logs.
+# cifar10-jpeg.tar.xz, and .gl/ for wgpu (carry = ["gpu-bin", ".gl"]).
+# Writes $OUT/backends.md, backends.json and logs.
 source "$(dirname "$0")/gpu_env.sh"
+# wgpu needs the Vulkan loader and the GL vendor-neutral libraries the
+# driver's ICD (libGLX_nvidia.so.0) links against; the GPU image has neither.
+# Carry them as Debian packages in .gl/ (ignored by git), fetched once on the
+# build machine:
+#   o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+#   mkdir -p .gl /tmp/amd64/partial; apt-get $o update
+#   (cd .gl && apt-get $o download libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+if [ -d .gl ]; then
+  for f in .gl/*.deb; do dpkg -x "$f" /; done
+  ldconfig
+fi
 export VK_DRIVER_FILES=${VK_DRIVER_FILES:-/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json}
-# wgpu needs the Vulkan loader; a host without libvulkan1 can take it from
-# gpu-bin/vulkan/ (apt-get download libvulkan1 on the build machine); the
-# driver's Vulkan ICD (libGLX_nvidia.so.0) lives in /usr/local/nvidia/lib64
-[ -d gpu-bin/vulkan ] && export LD_LIBRARY_PATH=$PWD/gpu-bin/vulkan:$LD_LIBRARY_PATH
+export __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json}
 [ -d /usr/local/nvidia/lib64 ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/nvidia/lib64
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda} CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 BACKENDS=${BACKENDS:-"ndarray tch cuda wgpu"}
