@@ -119,11 +119,11 @@ impl BigBirdConfig {
             ));
         }
         Ok(Pattern {
-            layout: Layout {
+            layout: std::sync::Arc::new(Layout {
                 len,
                 span_sets: Vec::new(),
                 terms,
-            },
+            }),
             full_rows: globals,
         })
     }

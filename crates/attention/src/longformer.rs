@@ -70,11 +70,11 @@ impl LongformerConfig {
             ));
         }
         Ok(Pattern {
-            layout: Layout {
+            layout: std::sync::Arc::new(Layout {
                 len,
                 span_sets: Vec::new(),
                 terms,
-            },
+            }),
             full_rows: globals,
         })
     }

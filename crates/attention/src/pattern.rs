@@ -10,9 +10,12 @@
 //! and BigBird) do not fit a block structure; they are listed in
 //! [`Pattern::full_rows`] and computed densely, `O(g L)` for `g` such rows.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use burn::nn::Dropout;
 use burn::prelude::*;
-use combiner::{AbstractionKind, Layout, Mode, MultiHead, Term};
+use combiner::{AbstractionKind, Layout, LayoutTensors, Mode, MultiHead, Term};
 
 use crate::util::{bool_tensor, int_tensor};
 use crate::{
@@ -26,8 +29,10 @@ pub(crate) use combiner::plan::ceil_sqrt;
 /// that attend to their whole support.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pattern {
-    /// Direct-only layout (no span sets, every term item is a token or padding).
-    pub layout: Layout,
+    /// Direct-only layout (no span sets, every term item is a token or
+    /// padding), shared so that its device tensors are uploaded once
+    /// ([`LayoutTensors::cached`]).
+    pub layout: Arc<Layout>,
     /// Query positions whose support is all of `Omega_i` (global tokens);
     /// their rows of `layout` are overwritten.
     pub full_rows: Vec<usize>,
@@ -37,7 +42,7 @@ impl Pattern {
     /// A pattern with no full rows.
     pub fn new(layout: Layout) -> Self {
         Pattern {
-            layout,
+            layout: Arc::new(layout),
             full_rows: Vec::new(),
         }
     }
@@ -89,11 +94,13 @@ impl Pattern {
         let device = q.device();
         // Max pooling has no parameters; with no spans it is never used.
         let abs = AbstractionKind::Max.init::<B>(d, &device);
-        let out = combiner::combiner_attention_with(
+        let tensors = LayoutTensors::cached(&self.layout, &device);
+        let out = combiner::combiner_attention_on(
             q.clone(),
             k.clone(),
             v.clone(),
             &self.layout,
+            &tensors,
             &abs,
             dropout,
         );
@@ -209,6 +216,27 @@ impl SparseKind {
         }
     }
 
+    /// [`SparseKind::pattern`], built once per (pattern, length, mode) in a
+    /// process and shared afterwards, like [`combiner::Plan::cached_layout`]
+    /// (the cache keeps the 16 most recent patterns' worth).
+    pub fn cached_pattern(&self, len: usize, mode: Mode) -> Result<Arc<Pattern>, AttentionError> {
+        type Cache = Mutex<HashMap<(String, usize, Mode), Arc<Pattern>>>;
+        static CACHE: OnceLock<Cache> = OnceLock::new();
+        let cache = CACHE.get_or_init(Default::default);
+        let key = (format!("{self:?}"), len, mode);
+        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(hit) = lock().get(&key) {
+            return Ok(hit.clone());
+        }
+        let pattern = Arc::new(self.pattern(len, mode)?);
+        let mut map = lock();
+        if map.len() >= 16 {
+            map.clear();
+        }
+        map.insert(key, pattern.clone());
+        Ok(pattern)
+    }
+
     /// The pattern's definition, pair by pair (the oracle's mask).
     pub fn allows(&self, len: usize, mode: Mode, i: usize, j: usize) -> bool {
         match self {
@@ -253,12 +281,38 @@ impl<B: Backend> Sparse<B> {
         let len = x.dims()[1];
         let pattern = self
             .kind
-            .pattern(len, self.mode)
+            .cached_pattern(len, self.mode)
             .unwrap_or_else(|e| panic!("{e}"));
         let drop = self.heads.attention_dropout();
         let dropout = Some(&drop);
         self.heads.forward_with(x, |q, k, v| {
             pattern.attend_with(q, k, v, self.mode, dropout)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BigBirdConfig, SparseFixedConfig};
+
+    #[test]
+    fn cached_patterns_are_built_once_and_equal_fresh_ones() {
+        for kind in [
+            SparseKind::Fixed(SparseFixedConfig::default()),
+            SparseKind::BigBird(BigBirdConfig::default()),
+        ] {
+            for mode in [Mode::Lm, Mode::Mlm] {
+                let Ok(fresh) = kind.pattern(41, mode) else {
+                    // BigBird is bidirectional only: the cache refuses it too
+                    assert!(kind.cached_pattern(41, mode).is_err());
+                    continue;
+                };
+                let a = kind.cached_pattern(41, mode).unwrap();
+                let b = kind.cached_pattern(41, mode).unwrap();
+                assert!(Arc::ptr_eq(&a, &b), "{kind:?} {mode:?}: built twice");
+                assert_eq!(*a, fresh, "{kind:?} {mode:?}");
+            }
+        }
     }
 }
