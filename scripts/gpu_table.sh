@@ -5,6 +5,9 @@
 # checkpoints, so that `--report-only` can rebuild the results elsewhere).
 # Expects gpu-bin/combiner.xz and the data archives the table's columns need.
 #   TABLE=table1 ARGS="--columns cifar10 --parallel 3" BUDGET=540 bash scripts/gpu_table.sh
+# Give the device call a timeout at least 45 s above BUDGET: after the budget
+# every row writes its checkpoint, then the report and runs.tar.gz are made;
+# a call killed before the tarball brings back no run directories.
 source "$(dirname "$0")/gpu_env.sh"
 DATA=/tmp/data
 RUNS=/tmp/runs
