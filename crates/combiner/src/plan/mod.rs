@@ -204,6 +204,13 @@ pub enum PlanError {
     /// A mixture has no component.
     #[error("a mixture needs at least one component plan")]
     EmptyMixture,
+    /// A mixture of several plans has no single layout: its components
+    /// each have one (the mixture averages their outputs).
+    #[error(
+        "a mixture of {0} plans has no single layout: compile each component \
+         (`Plan::components`, `Plan::component_layouts`)"
+    )]
+    MultiComponent(usize),
     /// Unknown plan name, and what was expected.
     #[error("unknown plan `{0}`: expected one of {1}")]
     Unknown(String, String),
@@ -343,10 +350,7 @@ impl Plan {
             Plan::Mixture { plans } => match plans.as_slice() {
                 [] => Err(PlanError::EmptyMixture),
                 [one] => one.layout(len, mode),
-                _ => Err(PlanError::Unknown(
-                    "mixture".into(),
-                    "a single plan (compile each mixture component with `components()`)".into(),
-                )),
+                many => Err(PlanError::MultiComponent(many.len())),
             },
             Plan::Strided { stride } => strided::strided_layout(len, *stride, mode),
             Plan::Learnable { .. } => Err(PlanError::DataDependent),
@@ -452,5 +456,21 @@ mod cache_tests {
         assert!(Plan::Fixed { block: Some(0) }
             .cached_layout(8, Mode::Lm)
             .is_err());
+    }
+
+    #[test]
+    fn a_mixture_of_several_plans_has_no_single_layout() {
+        let two = Plan::Mixture {
+            plans: vec![Plan::Logsparse, Plan::Fixed { block: None }],
+        };
+        assert_eq!(two.layout(16, Mode::Lm), Err(PlanError::MultiComponent(2)));
+        assert_eq!(two.component_layouts(16, Mode::Lm).unwrap().len(), 2);
+        let one = Plan::Mixture {
+            plans: vec![Plan::Logsparse],
+        };
+        assert_eq!(
+            one.layout(16, Mode::Lm),
+            Plan::Logsparse.layout(16, Mode::Lm)
+        );
     }
 }
