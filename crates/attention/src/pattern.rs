@@ -10,12 +10,11 @@
 //! and BigBird) do not fit a block structure; they are listed in
 //! [`Pattern::full_rows`] and computed densely, `O(g L)` for `g` such rows.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use burn::nn::Dropout;
 use burn::prelude::*;
-use combiner::{AbstractionKind, Layout, LayoutTensors, Mode, MultiHead, Term};
+use combiner::{AbstractionKind, Layout, LayoutTensors, Memo, Mode, MultiHead, Term};
 
 use crate::util::{bool_tensor, int_tensor};
 use crate::{
@@ -220,21 +219,8 @@ impl SparseKind {
     /// process and shared afterwards, like [`combiner::Plan::cached_layout`]
     /// (the cache keeps the 16 most recent patterns' worth).
     pub fn cached_pattern(&self, len: usize, mode: Mode) -> Result<Arc<Pattern>, AttentionError> {
-        type Cache = Mutex<HashMap<(String, usize, Mode), Arc<Pattern>>>;
-        static CACHE: OnceLock<Cache> = OnceLock::new();
-        let cache = CACHE.get_or_init(Default::default);
-        let key = (format!("{self:?}"), len, mode);
-        let lock = || cache.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(hit) = lock().get(&key) {
-            return Ok(hit.clone());
-        }
-        let pattern = Arc::new(self.pattern(len, mode)?);
-        let mut map = lock();
-        if map.len() >= 16 {
-            map.clear();
-        }
-        map.insert(key, pattern.clone());
-        Ok(pattern)
+        static CACHE: Memo<(String, usize, Mode), Pattern> = Memo::new();
+        CACHE.get_or_try_insert((format!("{self:?}"), len, mode), || self.pattern(len, mode))
     }
 
     /// The pattern's definition, pair by pair (the oracle's mask).

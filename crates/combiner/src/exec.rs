@@ -324,19 +324,20 @@ impl<B: Backend> LayoutTensors<B> {
                     | SpanSet::ExcludeOne { count, width, seqs } => (*count, *width, seqs, None),
                 };
                 let valid: Vec<bool> = members.iter().map(|&p| p < len).collect();
-                let hidden: Vec<bool> = match set {
+                let valid_t = bool_tensor::<B, 2>(valid.clone(), [c, w], device);
+                let hidden = match set {
+                    // every query of a block sees the block's valid slots
                     SpanSet::Blocks { .. } => {
                         let g = token_queries.map_or(1, |(g, _)| *g);
-                        (0..c)
-                            .flat_map(|blk| {
-                                let valid = &valid;
-                                (0..g).flat_map(move |_| (0..w).map(move |j| !valid[blk * w + j]))
-                            })
-                            .collect()
+                        valid_t
+                            .clone()
+                            .bool_not()
+                            .reshape([c, 1, w])
+                            .expand([c, g, w])
                     }
                     _ => {
                         let exclude = matches!(set, SpanSet::ExcludeOne { .. });
-                        (0..c)
+                        let hidden = (0..c)
                             .flat_map(|s| {
                                 let valid = &valid;
                                 (0..w).flat_map(move |t| {
@@ -346,15 +347,15 @@ impl<B: Backend> LayoutTensors<B> {
                                     })
                                 })
                             })
-                            .collect()
+                            .collect();
+                        bool_tensor::<B, 3>(hidden, [c, w, w], device)
                     }
                 };
-                let rows = hidden.len() / (c * w).max(1);
                 SetTensors {
                     members: int_tensor::<B>(members, device),
                     tokens: token_queries.map(|(_, tokens)| int_tensor::<B>(tokens, device)),
-                    valid: bool_tensor::<B, 2>(valid, [c, w], device),
-                    hidden: bool_tensor::<B, 3>(hidden, [c, rows, w], device),
+                    valid: valid_t,
+                    hidden,
                 }
             })
             .collect();

@@ -17,6 +17,7 @@ pub mod attention;
 pub mod dense;
 pub mod exec;
 pub mod layout;
+pub mod memo;
 pub mod oracle;
 pub mod plan;
 pub mod rng;
@@ -33,6 +34,7 @@ pub use exec::{
     LayoutTensors,
 };
 pub use layout::{Layout, Partition, SpanQuery, SpanSet, Term};
+pub use memo::Memo;
 pub use plan::{Grid, Mode, Plan, PlanError, RowSummary};
 pub use rng::SplitMix;
 pub use row_summary::LearnedRowSummary;

@@ -366,22 +366,8 @@ impl Plan {
         len: usize,
         mode: Mode,
     ) -> Result<std::sync::Arc<Layout>, PlanError> {
-        use std::collections::HashMap;
-        use std::sync::{Arc, Mutex, OnceLock};
-        type Cache = Mutex<HashMap<(String, usize, Mode), Arc<Layout>>>;
-        static CACHE: OnceLock<Cache> = OnceLock::new();
-        let cache = CACHE.get_or_init(Default::default);
-        let key = (format!("{self:?}"), len, mode);
-        if let Some(hit) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(hit.clone());
-        }
-        let layout = Arc::new(self.layout(len, mode)?);
-        let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= 16 {
-            map.clear();
-        }
-        map.insert(key, layout.clone());
-        Ok(layout)
+        static CACHE: crate::Memo<(String, usize, Mode), Layout> = crate::Memo::new();
+        CACHE.get_or_try_insert((format!("{self:?}"), len, mode), || self.layout(len, mode))
     }
 
     /// Layouts of every component, for `len` (learnable: `clusters` regions
