@@ -16,6 +16,7 @@ pub mod abstraction;
 pub mod attention;
 pub mod dense;
 pub mod exec;
+mod gather;
 pub mod layout;
 pub mod memo;
 pub mod oracle;

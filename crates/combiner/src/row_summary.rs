@@ -189,7 +189,7 @@ pub fn learned_rowmajor_attention<B: Backend>(
         .enumerate()
         .map(|(set, (keys, vbar))| match tensors.tokens(set) {
             Some(tokens) => {
-                let xt = x.clone().select(1, tokens.clone());
+                let xt = tokens.take_3d(x.clone());
                 (summary.keys(xt, vbar.clone()), vbar)
             }
             None => (keys, vbar),
