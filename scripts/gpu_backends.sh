@@ -28,7 +28,7 @@ export __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-/usr/loc
 [ -d /usr/local/nvidia/lib64 ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:/usr/local/nvidia/lib64
 export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda} CUBECL_AUTOTUNE_LEVEL=${CUBECL_AUTOTUNE_LEVEL:-minimal}
 BACKENDS=${BACKENDS:-"ndarray tch cuda wgpu"}
-DATA=/tmp/data
+DATA=${DATA:-/tmp/data}
 W=/tmp/backends
 rm -rf $W && mkdir -p $W
 $BIN data prepare cifar10 --from gpu-bin/cifar10-jpeg.tar.xz --data-dir $DATA 2>&1 | tail -1

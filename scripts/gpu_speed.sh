@@ -10,7 +10,7 @@
 # and tiny-imagenet-{train,val}-small.tar.xz. Writes $OUT/speed.md, speed.json, logs.
 source "$(dirname "$0")/gpu_env.sh"
 BACKEND=${BACKEND:-tch}
-DATA=/tmp/data
+DATA=${DATA:-/tmp/data}
 RUNS=/tmp/speed
 rm -rf $RUNS && mkdir -p $RUNS
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee $RUNS/gpu.txt
