@@ -79,8 +79,20 @@ fn shift_right<B: Backend>(x: Tensor<B, 5>, dim: usize, fill: f32) -> Tensor<B, 
     Tensor::cat(vec![head, x.narrow(dim, 0, dims[dim] - 1)], dim)
 }
 
-/// Pools `x: [b, h, c, w, d]` over dim 3 where `valid: [c, w]` holds.
-fn pool_block<B: Backend>(x: Tensor<B, 5>, valid: &Tensor<B, 2, Bool>, pool: Pool) -> Tensor<B, 4> {
+/// Pools `x: [b, h, c, w, d]` over dim 3 where `valid: [c, w]` holds
+/// (`all_valid`: every slot holds a position, nothing to mask).
+fn pool_block<B: Backend>(
+    x: Tensor<B, 5>,
+    valid: &Tensor<B, 2, Bool>,
+    all_valid: bool,
+    pool: Pool,
+) -> Tensor<B, 4> {
+    if all_valid {
+        return match pool {
+            Pool::Max => x.max_dim(3).squeeze_dim(3),
+            Pool::Mean => x.mean_dim(3).squeeze_dim(3),
+        };
+    }
     let [b, h, c, w, d] = x.dims();
     let invalid = valid
         .clone()
@@ -102,15 +114,23 @@ fn pool_block<B: Backend>(x: Tensor<B, 5>, valid: &Tensor<B, 2, Bool>, pool: Poo
 fn pool_scan<B: Backend>(
     x: Tensor<B, 5>,
     valid: &Tensor<B, 2, Bool>,
+    all_valid: bool,
     pool: Pool,
     exclude: bool,
 ) -> Tensor<B, 5> {
     let [b, h, c, w, d] = x.dims();
     let valid_t = valid.clone().reshape([1, 1, c, w, 1]);
     let invalid = valid_t.clone().bool_not().expand([b, h, c, w, d]);
+    let fill = |x: Tensor<B, 5>, value: f32| {
+        if all_valid {
+            x
+        } else {
+            x.mask_fill(invalid, value)
+        }
+    };
     match pool {
         Pool::Max => {
-            let x = x.mask_fill(invalid, MASKED);
+            let x = fill(x, MASKED);
             if !exclude {
                 x.cummax(3)
             } else {
@@ -120,7 +140,7 @@ fn pool_scan<B: Backend>(
             }
         }
         Pool::Mean => {
-            let x = x.mask_fill(invalid, 0.0);
+            let x = fill(x, 0.0);
             let ones = to_dtype(valid_t.float(), x.dtype());
             if !exclude {
                 let n = ones.cumsum(3).clamp_min(1.0);
@@ -149,6 +169,18 @@ fn mask_logits<B: Backend>(
     }
 }
 
+/// `scale * q k^T` for `q: [b,h,c,g,d]`, `k: [b,h,c,w,d]`, the scale applied
+/// to whichever of `q` and the logits is smaller (one elementwise pass
+/// fewer over the largest tensor of the call).
+fn scaled_logits<B: Backend>(q: Tensor<B, 5>, k: Tensor<B, 5>, scale: f64) -> Tensor<B, 5> {
+    let (d, w) = (q.dims()[4], k.dims()[3]);
+    if d <= w {
+        q.mul_scalar(scale).matmul(k.swap_dims(3, 4))
+    } else {
+        q.matmul(k.swap_dims(3, 4)).mul_scalar(scale)
+    }
+}
+
 /// A host mask (true = masked) on the device, or `None` when it masks nothing.
 fn some_masked<B: Backend>(
     hidden: Vec<bool>,
@@ -171,7 +203,7 @@ fn block_attention<B: Backend>(
     scale: f64,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 5> {
-    let logits = mask_logits(q.matmul(k.swap_dims(3, 4)).mul_scalar(scale), invalid);
+    let logits = mask_logits(scaled_logits(q, k, scale), invalid);
     let probs = softmax_f32(logits, 4);
     let probs = match dropout {
         Some(d) => d.forward(probs),
@@ -210,6 +242,7 @@ fn span_summaries<B: Backend>(
             let k_span = abs.post_k(pool_block(
                 gather(kp_ext, &t.members, c, w),
                 &t.valid,
+                t.all_valid,
                 abs.pool(),
             ));
             let (qs, g) = match (token_queries, &t.tokens) {
@@ -218,6 +251,7 @@ fn span_summaries<B: Backend>(
                     abs.post_q(pool_block(
                         gather(qp_ext, &t.members, c, w),
                         &t.valid,
+                        t.all_valid,
                         abs.pool(),
                     ))
                     .unsqueeze_dim::<5>(3),
@@ -244,12 +278,14 @@ fn span_summaries<B: Backend>(
             let k_span = abs.post_k(pool_scan(
                 gather(kp_ext, &t.members, c, w),
                 &t.valid,
+                t.all_valid,
                 abs.pool(),
                 exclude,
             ));
             let q_span = abs.post_q(pool_scan(
                 gather(qp_ext, &t.members, c, w),
                 &t.valid,
+                t.all_valid,
                 abs.pool(),
                 exclude,
             ));
@@ -291,6 +327,8 @@ struct SetTensors<B: Backend> {
     tokens: Option<Rows<B>>,
     /// Whether a slot holds a real position, `[count, width]`.
     valid: Tensor<B, 2, Bool>,
+    /// Whether every slot does.
+    all_valid: bool,
     /// The local expectations' mask (true = masked), `[count, queries,
     /// width]`; `None` when nothing is masked.
     hidden: Option<Tensor<B, 3, Bool>>,
@@ -377,6 +415,7 @@ impl<B: Backend> LayoutTensors<B> {
                     members: Rows::new(members, device),
                     tokens: token_queries.map(|(_, tokens)| Rows::new(tokens, device)),
                     valid: valid_t,
+                    all_valid: valid.iter().all(|&v| v),
                     hidden,
                 }
             })
@@ -628,11 +667,8 @@ pub fn joint_attention<B: Backend>(
         let (gs, g, w) = (term.groups, term.group_size, term.width);
         let qg = q_ext.take(&t.queries).reshape([b, h, gs, g, d]);
         let ki = k_table.take(&t.items).reshape([b, h, gs, w, d]);
-        let l = mask_logits(
-            qg.matmul(ki.swap_dims(3, 4)).mul_scalar(scale),
-            t.hidden.as_ref(),
-        )
-        .reshape([b, h, gs * g, w]);
+        let l =
+            mask_logits(scaled_logits(qg, ki, scale), t.hidden.as_ref()).reshape([b, h, gs * g, w]);
         logits.push(to_query_order(l, t));
     }
     let probs = softmax_f32(Tensor::cat(logits, 3), 3);
