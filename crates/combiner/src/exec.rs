@@ -37,14 +37,18 @@ pub fn bool_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(v, shape), device)
 }
 
-/// Softmax along `dim` with f32 statistics (max, exponentials, sum)
-/// whatever the dtype of `logits`; the probabilities come back in that
-/// dtype. In f32 and f64 it is plain softmax.
+/// Softmax along `dim` in the dtype of `logits`, with its statistics taken
+/// in f32: the row max is exact in any dtype, and burn's reductions
+/// accumulate the row sum of a bf16 or f16 tensor in f32 on the backends
+/// that have those dtypes (libtorch's `sum`, CubeCL's reduce). The
+/// exponentials and probabilities are in the input dtype, as the
+/// probabilities of a bf16 attention are; no f32 copy of the logits is made
+/// (under autodiff softmax is decomposed into max, sub, exp, sum and div,
+/// and each pass over the largest tensor of the attention costs twice as
+/// much in f32). The mixed-precision training of `combiner-nn` calls every
+/// attention softmax through here.
 pub fn softmax_f32<B: Backend, const D: usize>(logits: Tensor<B, D>, dim: usize) -> Tensor<B, D> {
-    match logits.dtype() {
-        DType::F32 | DType::F64 => softmax(logits, dim),
-        dtype => softmax(logits.cast(FloatDType::F32), dim).cast(FloatDType::from(dtype)),
-    }
+    softmax(logits, dim)
 }
 
 /// `x` in `dtype` (no op when it already is): the one cast of the
