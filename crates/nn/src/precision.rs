@@ -10,7 +10,8 @@
 //! - A block reads its compute dtype from its weights: layer norms run in
 //!   f32 on the f32 residual stream, attention and MLP run in the compute
 //!   dtype, and their outputs are cast back before the residual add.
-//!   Attention softmax statistics are f32 (`combiner::softmax_f32`).
+//!   Attention softmax runs in the compute dtype with its row sums
+//!   accumulated in f32 (`combiner::softmax_f32`).
 //! - The copy's gradients come back in the compute dtype;
 //!   [`grads_to_master`] casts each to its master weight's dtype before the
 //!   optimizer (f32 Adam state) applies it. The loss is computed in f32.
@@ -33,7 +34,8 @@ pub enum Precision {
     /// Everything in f32.
     #[default]
     F32,
-    /// bf16 matmuls and attention, f32 master weights, norms, softmax statistics and loss.
+    /// bf16 matmuls and attention (softmax row sums accumulated in f32),
+    /// f32 master weights, norms and loss.
     Bf16,
     /// f16 matmuls and attention, as `bf16` otherwise.
     F16,
