@@ -98,7 +98,7 @@ pub fn train(args: TrainArgs, backend: BackendKind, device: usize) -> Result<()>
     })?;
     if precision != Precision::F32 {
         eprintln!(
-            "mixed precision: {} matmuls and attention, f32 weights, norms, softmax statistics and loss",
+            "mixed precision: {} matmuls and attention (softmax sums in f32), f32 weights, norms and loss",
             precision.name()
         );
     }

@@ -41,8 +41,8 @@ pub struct TrainSettings {
     #[serde(default)]
     pub seed: u64,
     /// `f32` (default), or `bf16` / `f16` mixed precision (tch and cuda):
-    /// matmuls and attention in the low dtype, f32 master weights, optimizer
-    /// state, layer norms, softmax statistics and loss.
+    /// matmuls and attention in the low dtype (softmax row sums accumulated
+    /// in f32), f32 master weights, optimizer state, layer norms and loss.
     #[serde(default)]
     pub precision: combiner_nn::precision::Precision,
 }
