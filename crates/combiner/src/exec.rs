@@ -17,10 +17,13 @@ use crate::abstraction::{Abstraction, Pool};
 use crate::gather::{Rows, Table};
 use crate::layout::{Layout, SpanSet};
 
-/// The value masked logits are set to. Finite, so that a fully masked row
-/// (a padding query, an empty span never used) stays finite instead of NaN;
-/// `exp(MASKED - max)` is exactly 0 in f32 and bf16 next to any real logit.
-pub const MASKED: f32 = -1.0e9;
+/// The value masked logits are set to. Finite in every float dtype the
+/// workspace computes in (f16's largest is 65,504: -1e9 would round to
+/// -inf there, and a fully masked row to NaN), so that a fully masked row
+/// (a padding query, an empty span never used) stays finite; `exp(MASKED -
+/// max)` is exactly 0 in f64, f32, bf16 and f16 next to any real logit
+/// above -29,000 (f64 needs a gap of 745, f32 of 104).
+pub const MASKED: f32 = -3.0e4;
 
 /// A 1-D index tensor from host positions (layouts live on the host).
 pub fn int_tensor<B: Backend>(v: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
@@ -744,6 +747,35 @@ mod tests {
             combiner_attention_on(q.clone(), q.clone(), q.clone(), &c, &first, &abs, None)
         }));
         assert!(other.is_err());
+    }
+}
+
+#[cfg(test)]
+mod masked_tests {
+    use super::MASKED;
+    use burn::tensor::{bf16, f16};
+
+    #[test]
+    fn the_mask_value_is_finite_and_vanishes_in_every_compute_dtype() {
+        assert!(f16::from_f32(MASKED).to_f32().is_finite());
+        assert!(bf16::from_f32(MASKED).to_f32().is_finite());
+        // a fully masked row stays finite: MASKED - MASKED = 0
+        let row = f16::from_f32(MASKED) - f16::from_f32(MASKED);
+        assert_eq!(row.to_f32(), 0.0);
+        // next to the lowest real logit we expect, a masked entry's weight is 0
+        for max in [-29_000.0f32, -100.0, 0.0, 50.0] {
+            let gap = MASKED - max;
+            assert_eq!(gap.exp(), 0.0, "f32 at max {max}");
+            assert_eq!((gap as f64).exp(), 0.0, "f64 at max {max}");
+            assert_eq!(
+                f16::from_f32(f16::from_f32(gap).to_f32().exp()).to_f32(),
+                0.0
+            );
+            assert_eq!(
+                bf16::from_f32(bf16::from_f32(gap).to_f32().exp()).to_f32(),
+                0.0
+            );
+        }
     }
 }
 

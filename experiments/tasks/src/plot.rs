@@ -48,7 +48,27 @@ pub struct Panel {
     pub series: Vec<Series>,
 }
 
-/// Writes `panels` side by side into one PNG at `path` (each panel 640 x 480).
+/// Width of one legend entry below the panels, in pixels.
+const LEGEND_ENTRY: u32 = 240;
+/// Height of one legend row.
+const LEGEND_ROW: u32 = 22;
+
+/// Every series name of `panels` once, in order of first appearance: the
+/// legend below the panels, and each line's color (a series keeps its
+/// color in every panel).
+fn legend_names(panels: &[Panel]) -> Vec<&str> {
+    let mut names: Vec<&str> = Vec::new();
+    for s in panels.iter().flat_map(|p| &p.series) {
+        if !names.contains(&s.name.as_str()) {
+            names.push(&s.name);
+        }
+    }
+    names
+}
+
+/// Writes `panels` side by side into one PNG at `path` (each panel 640 x
+/// 480), with one legend for all of them below, so that no legend covers
+/// a line.
 pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
     if panels.is_empty() {
         bail!("nothing to plot into {}", path.display());
@@ -57,15 +77,40 @@ pub fn write_png(path: &Path, panels: &[Panel]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let (w, h) = (640 * panels.len() as u32, 480);
+    let names = legend_names(panels);
+    let w = 640 * panels.len() as u32;
+    let per_row = (w / LEGEND_ENTRY).max(1) as usize;
+    let rows = names.len().div_ceil(per_row) as u32;
+    let h = 480 + if rows > 0 { rows * LEGEND_ROW + 12 } else { 0 };
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
+        let err = |e: DrawingAreaErrorKind<_>| anyhow::anyhow!("{e}");
         let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        for (area, panel) in root.split_evenly((1, panels.len())).iter().zip(panels) {
-            draw_panel(area, panel).with_context(|| format!("cannot draw `{}`", panel.title))?;
+        root.fill(&WHITE).map_err(err)?;
+        let (charts, legend) = root.split_vertically(480);
+        for (area, panel) in charts.split_evenly((1, panels.len())).iter().zip(panels) {
+            draw_panel(area, panel, &names)
+                .with_context(|| format!("cannot draw `{}`", panel.title))?;
         }
-        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (k, name) in names.iter().enumerate() {
+            let color = Palette99::pick(k).to_rgba();
+            let x = 24 + (k % per_row) as i32 * LEGEND_ENTRY as i32;
+            let y = 6 + (k / per_row) as i32 * LEGEND_ROW as i32 + LEGEND_ROW as i32 / 2;
+            legend
+                .draw(&PathElement::new(
+                    vec![(x, y), (x + 24, y)],
+                    color.stroke_width(3),
+                ))
+                .map_err(err)?;
+            legend
+                .draw(&Text::new(
+                    name.to_string(),
+                    (x + 32, y - 7),
+                    ("sans-serif", 14).into_font(),
+                ))
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
     }
     // the workspace's one PNG writer (plotters' own encoder would pull in a
     // second `image`)
@@ -93,7 +138,7 @@ fn range(values: impl Iterator<Item = f64>, log: bool) -> Option<(f64, f64)> {
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
-fn draw_panel(area: &Area<'_>, panel: &Panel) -> Result<()> {
+fn draw_panel(area: &Area<'_>, panel: &Panel, names: &[&str]) -> Result<()> {
     let points = || panel.series.iter().flat_map(|s| s.points.iter().copied());
     let (Some(xr), Some(yr)) = (
         range(points().map(|p| p.0), panel.log_x),
@@ -105,19 +150,20 @@ fn draw_panel(area: &Area<'_>, panel: &Panel) -> Result<()> {
         return Ok(());
     };
     match (panel.log_x, panel.log_y) {
-        (false, false) => draw(area, panel, xr.0..xr.1, yr.0..yr.1),
-        (true, false) => draw(area, panel, (xr.0..xr.1).log_scale(), yr.0..yr.1),
-        (false, true) => draw(area, panel, xr.0..xr.1, (yr.0..yr.1).log_scale()),
+        (false, false) => draw(area, panel, names, xr.0..xr.1, yr.0..yr.1),
+        (true, false) => draw(area, panel, names, (xr.0..xr.1).log_scale(), yr.0..yr.1),
+        (false, true) => draw(area, panel, names, xr.0..xr.1, (yr.0..yr.1).log_scale()),
         (true, true) => draw(
             area,
             panel,
+            names,
             (xr.0..xr.1).log_scale(),
             (yr.0..yr.1).log_scale(),
         ),
     }
 }
 
-fn draw<X, Y>(area: &Area<'_>, panel: &Panel, x: X, y: Y) -> Result<()>
+fn draw<X, Y>(area: &Area<'_>, panel: &Panel, names: &[&str], x: X, y: Y) -> Result<()>
 where
     X: AsRangedCoord<Value = f64>,
     Y: AsRangedCoord<Value = f64>,
@@ -140,8 +186,9 @@ where
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(err)?;
-    for (i, s) in panel.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
+    for s in &panel.series {
+        let k = names.iter().position(|n| *n == s.name).unwrap_or(0);
+        let color = Palette99::pick(k).to_rgba();
         let pts: Vec<(f64, f64)> = s
             .points
             .iter()
@@ -155,23 +202,11 @@ where
             .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
-            .map_err(err)?
-            .label(s.name.as_str())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+            .map_err(err)?;
         chart
             .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 12))
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
     Ok(())
 }
 
@@ -186,6 +221,26 @@ mod tests {
         let r = range([3.0, 3.0].into_iter(), false).unwrap();
         assert!(r.0 < 3.0 && r.1 > 3.0, "a flat line gets a visible range");
         assert!(range([f64::NAN].into_iter(), false).is_none());
+    }
+
+    #[test]
+    fn one_legend_names_every_series_once_in_order_of_appearance() {
+        let panel = |names: &[&str]| Panel {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            log_x: false,
+            log_y: false,
+            series: names
+                .iter()
+                .map(|n| Series {
+                    name: n.to_string(),
+                    points: vec![],
+                })
+                .collect(),
+        };
+        let panels = [panel(&["a", "b"]), panel(&["b", "c", "a"])];
+        assert_eq!(legend_names(&panels), vec!["a", "b", "c"]);
     }
 
     #[test]
@@ -213,6 +268,10 @@ mod tests {
         let decoder =
             png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
         let info = decoder.read_info().unwrap();
-        assert_eq!((info.info().width, info.info().height), (1280, 480));
+        // two series: one legend row below the 480-pixel panels
+        assert_eq!(
+            (info.info().width, info.info().height),
+            (1280, 480 + LEGEND_ROW + 12)
+        );
     }
 }
