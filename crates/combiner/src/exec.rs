@@ -127,12 +127,11 @@ fn pool_scan<B: Backend>(
 ) -> Tensor<B, 5> {
     let [b, h, c, w, d] = x.dims();
     let valid_t = valid.clone().reshape([1, 1, c, w, 1]);
-    let invalid = valid_t.clone().bool_not().expand([b, h, c, w, d]);
     let fill = |x: Tensor<B, 5>, value: f32| {
         if all_valid {
             x
         } else {
-            x.mask_fill(invalid, value)
+            x.mask_fill(valid_t.clone().bool_not().expand([b, h, c, w, d]), value)
         }
     };
     match pool {
@@ -389,12 +388,13 @@ impl<B: Backend> LayoutTensors<B> {
                     | SpanSet::ExcludeOne { count, width, seqs } => (*count, *width, seqs, None),
                 };
                 let valid: Vec<bool> = members.iter().map(|&p| p < len).collect();
+                let all_valid = valid.iter().all(|&v| v);
                 let valid_t = bool_tensor::<B, 2>(valid.clone(), [c, w], device);
                 let hidden = match set {
                     // every query of a block sees the block's valid slots
                     SpanSet::Blocks { .. } => {
                         let g = token_queries.map_or(1, |(g, _)| *g);
-                        valid.iter().any(|v| !v).then(|| {
+                        (!all_valid).then(|| {
                             valid_t
                                 .clone()
                                 .bool_not()
@@ -422,7 +422,7 @@ impl<B: Backend> LayoutTensors<B> {
                     members: Rows::new(members, device),
                     tokens: token_queries.map(|(_, tokens)| Rows::new(tokens, device)),
                     valid: valid_t,
-                    all_valid: valid.iter().all(|&v| v),
+                    all_valid,
                     hidden,
                 }
             })

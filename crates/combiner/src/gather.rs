@@ -169,20 +169,13 @@ impl View {
                 outer,
                 inner,
                 stride,
-            } => x
-                .narrow(2, start - offset, outer * stride)
-                .reshape([b, h, outer, stride, f])
-                .narrow(3, 0, inner)
-                .reshape([b, h, outer * inner, f]),
+            } => grid(x, start - offset, outer, stride, inner).reshape([b, h, outer * inner, f]),
             View::Transposed {
                 start,
                 outer,
                 inner,
                 stride,
-            } => x
-                .narrow(2, start - offset, inner * stride)
-                .reshape([b, h, inner, stride, f])
-                .narrow(3, 0, outer)
+            } => grid(x, start - offset, inner, stride, outer)
                 .swap_dims(2, 3)
                 .reshape([b, h, outer * inner, f]),
             View::Repeat {
@@ -204,6 +197,22 @@ impl View {
             }
         }
     }
+}
+
+/// Rows `start..start + rows * stride` of `x: [b, h, m, f]` as a
+/// `[b, h, rows, cols, f]` grid: `rows` runs of `cols` consecutive rows,
+/// `stride` apart.
+fn grid<B: Backend>(
+    x: Tensor<B, 4>,
+    start: usize,
+    rows: usize,
+    stride: usize,
+    cols: usize,
+) -> Tensor<B, 5> {
+    let [b, h, _, f] = x.dims();
+    x.narrow(2, start, rows * stride)
+        .reshape([b, h, rows, stride, f])
+        .narrow(3, 0, cols)
 }
 
 /// A row gather along dim 2 of `[b, h, m, f]` tensors: the index tensor on
