@@ -38,6 +38,12 @@ pub enum BenchCommand {
                       experiments/bench/results/h200-tch-bf16-lm/pytorch-bf16-lm.json --out /tmp/report"
     )]
     Report(ReportArgs),
+    /// Check the backend's fused joint-softmax kernel against the generic operations:
+    /// output and q, k, v gradients of every plan against an f32 reference.
+    #[command(
+        after_help = "Example:\n  combiner --backend tch bench kernel --dtype bf16 --lengths 37,1000,3072"
+    )]
+    Kernel(crate::kernel_check::KernelArgs),
 }
 
 /// A model of Figure 3 (and Combiner-Logsparse).
@@ -246,6 +252,7 @@ pub fn run(cmd: BenchCommand, backend: BackendKind, device: usize) -> Result<()>
             }
             None => attention(args, backend, device),
         },
+        BenchCommand::Kernel(args) => crate::kernel_check::run(args, backend, device),
         BenchCommand::Report(args) => {
             let files = args
                 .inputs
@@ -398,6 +405,7 @@ fn child(
             "--device",
             &device.to_string(),
         ])
+        .args((!combiner::kernel::enabled()).then_some("--no-fused"))
         .args(["bench", "attention", "--one", &model.name()])
         .args(["--lengths", &len.to_string()])
         .args(["--batch", &args.batch.to_string()])

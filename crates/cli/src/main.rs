@@ -33,6 +33,9 @@ macro_rules! outln {
 mod backend;
 mod bench;
 mod data;
+mod kernel_check;
+#[cfg(feature = "tch")]
+mod kernels;
 mod plan;
 mod table;
 mod train;
@@ -79,6 +82,12 @@ struct Cli {
         help_heading = "Backend"
     )]
     device: usize,
+    /// Run the joint softmax of Combiner attention with generic tensor
+    /// operations even where the backend has a fused kernel (tch on CUDA in
+    /// bf16/f16: PyTorch's memory-efficient attention per term); for
+    /// comparing the two.
+    #[arg(long, global = true, help_heading = "Backend")]
+    no_fused: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -152,6 +161,9 @@ fn write_stdout(s: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "tch")]
+    kernels::register_tch();
+    combiner::kernel::set_enabled(!cli.no_fused);
     let result = match cli.command {
         Command::Plan(cmd) => plan::run(cmd, cli.backend, cli.device),
         Command::Data(args) => data::run(args),

@@ -668,6 +668,32 @@ pub fn joint_attention<B: Backend>(
     let k_table = k_ext.extend(span_keys);
     let v_table = v_ext.extend(span_values);
 
+    let dropping = dropout.is_some_and(|d| d.prob > 0.0 && B::ad_enabled(&q_ext.first().device()));
+    if let Some(kernel) = crate::kernel::kernel::<B>().filter(|_| !dropping) {
+        let first = q_ext.first();
+        if kernel.accepts(first.dtype(), &first.device(), d) {
+            let inputs: Vec<_> = layout
+                .terms
+                .iter()
+                .zip(&tensors.terms)
+                .map(|(term, t)| {
+                    let (gs, g, w) = (term.groups, term.group_size, term.width);
+                    crate::kernel::TermInput {
+                        q: q_ext.take(&t.queries).reshape([b, h, gs, g, d]),
+                        k: k_table.take(&t.items).reshape([b, h, gs, w, d]),
+                        v: v_table.take(&t.items).reshape([b, h, gs, w, d]),
+                        hidden: t.hidden.clone(),
+                        queries: t.queries.index().clone(),
+                        inverse: t.inverse.index().clone(),
+                        identity: t.identity,
+                    }
+                })
+                .collect();
+            crate::kernel::count_call();
+            return kernel.joint(&inputs, len, scale);
+        }
+    }
+
     // Logits of every term, in query order, side by side for one softmax.
     let mut logits = Vec::with_capacity(layout.terms.len());
     for (term, t) in layout.terms.iter().zip(&tensors.terms) {

@@ -235,7 +235,6 @@ impl<B: Backend> Rows<B> {
     }
 
     /// The index tensor.
-    #[cfg(test)]
     pub fn index(&self) -> &Tensor<B, 1, Int> {
         &self.index
     }
@@ -300,6 +299,11 @@ impl<B: Backend> Table<B> {
     }
 
     /// `[b, h, sum m_i, f]`.
+    pub fn first(&self) -> &Tensor<B, 4> {
+        &self.parts[0]
+    }
+
+    /// Shape of the stacked table.
     pub fn dims(&self) -> [usize; 4] {
         let mut dims = self.parts[0].dims();
         dims[2] = self.parts.iter().map(|p| p.dims()[2]).sum();

@@ -17,6 +17,7 @@ pub mod attention;
 pub mod dense;
 pub mod exec;
 mod gather;
+pub mod kernel;
 pub mod layout;
 pub mod memo;
 pub mod oracle;

@@ -1,0 +1,387 @@
+//! The fused joint-softmax kernel of the tch backend on CUDA.
+//!
+//! Each term of the joint softmax is a batch of small dense attentions
+//! (`groups` blocks of `group_size` queries over `width` items, some pairs
+//! masked), which is what PyTorch's memory-efficient attention (the CUTLASS
+//! kernel behind `scaled_dot_product_attention` with a mask) computes
+//! without writing the logits to memory: one call per term, the mask as an
+//! additive bias. The terms' outputs `o_t` and log-sum-exps `lse_t` are
+//! merged per query as split attention is (`lse = logsumexp_t lse_t`,
+//! `o = sum_t exp(lse_t - lse) o_t`), which is the one softmax over the
+//! union of the terms.
+//!
+//! The backward of term `t` is the kernel's backward called with the merged
+//! output `o` and the merged `lse` instead of the term's own: the kernel
+//! forms `P = exp(s - lse)`, the term's block of the joint probabilities,
+//! and `dS = P (dO v - rowsum(dO o))`, the gradient of the joint softmax
+//! restricted to the term's logits; the sum over terms is the exact
+//! gradient. Each term is one autodiff node whose output is its share
+//! `exp(lse_t - lse) o_t`; the shares are added by ordinary tensor
+//! operations.
+//!
+//! The kernel runs bf16 and f16 tensors on CUDA devices with head dims
+//! divisible by 8; f32, the CPU and other head dims keep the generic
+//! operations (exact f32 arithmetic, as the oracle tests check).
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::libtorch::{LibTorch, LibTorchDevice, TchElement, TchTensor};
+use burn::prelude::*;
+use burn::tensor::{bf16, f16, DType, TensorPrimitive};
+use combiner::kernel::{register, JointKernel, TermInput};
+use tch::{Kind, Tensor as T};
+
+/// Registers the kernel for every tch backend type the binary runs.
+pub fn register_tch() {
+    fn both<E: TchElement>() {
+        register::<LibTorch<E>>(Arc::new(Efficient));
+        register::<Autodiff<LibTorch<E>>>(Arc::new(Efficient));
+    }
+    both::<f32>();
+    both::<bf16>();
+    both::<f16>();
+}
+
+/// PyTorch's memory-efficient attention, one call per term.
+struct Efficient;
+
+fn accepts(dtype: DType, device: &LibTorchDevice, head_dim: usize) -> bool {
+    matches!(dtype, DType::BF16 | DType::F16)
+        && matches!(device, LibTorchDevice::Cuda(_))
+        && head_dim % 8 == 0
+}
+
+impl<E: TchElement> JointKernel<LibTorch<E>> for Efficient {
+    fn accepts(&self, dtype: DType, device: &LibTorchDevice, head_dim: usize) -> bool {
+        accepts(dtype, device, head_dim)
+    }
+
+    fn joint(
+        &self,
+        terms: &[TermInput<LibTorch<E>>],
+        len: usize,
+        scale: f64,
+    ) -> Tensor<LibTorch<E>, 4> {
+        let mut prepared: Vec<Term> = terms
+            .iter()
+            .map(|t| {
+                Term::new(
+                    t,
+                    t.q.clone().into_primitive().tensor().tensor,
+                    t.k.clone().into_primitive().tensor().tensor,
+                    t.v.clone().into_primitive().tensor().tensor,
+                    len,
+                    scale,
+                )
+            })
+            .collect();
+        let merged = merge(&mut prepared);
+        Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(merged.out)))
+    }
+}
+
+impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Efficient {
+    fn accepts(&self, dtype: DType, device: &LibTorchDevice, head_dim: usize) -> bool {
+        accepts(dtype, device, head_dim)
+    }
+
+    fn joint(
+        &self,
+        terms: &[TermInput<Autodiff<LibTorch<E>>>],
+        len: usize,
+        scale: f64,
+    ) -> Tensor<Autodiff<LibTorch<E>>, 4> {
+        let inputs: Vec<_> = terms
+            .iter()
+            .map(|t| {
+                [&t.q, &t.k, &t.v].map(|x| x.clone().into_primitive().tensor())
+            })
+            .collect();
+        let mut prepared: Vec<Term> = terms
+            .iter()
+            .zip(&inputs)
+            .map(|(t, [q, k, v])| {
+                Term::new(
+                    t,
+                    q.primitive.tensor.shallow_clone(),
+                    k.primitive.tensor.shallow_clone(),
+                    v.primitive.tensor.shallow_clone(),
+                    len,
+                    scale,
+                )
+            })
+            .collect();
+        let merged = merge(&mut prepared);
+        let out = TchTensor::new(merged.out);
+        let lse = TchTensor::new(merged.lse);
+        let mut total: Option<Tensor<Autodiff<LibTorch<E>>, 4>> = None;
+        for ((term, share), [q, k, v]) in prepared.into_iter().zip(merged.shares).zip(inputs) {
+            let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
+            let share = TchTensor::new(share);
+            let node = match TermBackward
+                .prepare::<NoCheckpointing>(nodes)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => prep.finish(
+                    State {
+                        term,
+                        out: out.clone(),
+                        lse: lse.clone(),
+                    },
+                    share,
+                ),
+                OpsKind::UnTracked(prep) => prep.finish(share),
+            };
+            let share = Tensor::from_primitive(TensorPrimitive::Float(node));
+            total = Some(match total {
+                Some(acc) => acc + share,
+                None => share,
+            });
+        }
+        total.expect("a layout has at least one term")
+    }
+}
+
+/// One term on the device, in the kernel's `[B, H, M, K]` form:
+/// `B = b * h` batches of `H = groups` blocks of `M = group_size` queries.
+struct Term {
+    q: T,
+    k: T,
+    v: T,
+    /// `[B, groups, group_size, width]` additive mask (0 or `MASKED`),
+    /// expanded from one `[groups, group_size, width]` block whose rows are
+    /// 16-aligned, as the kernel requires.
+    bias: T,
+    queries: T,
+    inverse: T,
+    identity: bool,
+    dims: [i64; 6],
+    len: i64,
+    scale: f64,
+    seed: T,
+    offset: T,
+}
+
+impl std::fmt::Debug for Term {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Term").field("dims", &self.dims).finish()
+    }
+}
+
+impl Clone for Term {
+    fn clone(&self) -> Self {
+        Term {
+            q: self.q.shallow_clone(),
+            k: self.k.shallow_clone(),
+            v: self.v.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            queries: self.queries.shallow_clone(),
+            inverse: self.inverse.shallow_clone(),
+            identity: self.identity,
+            dims: self.dims,
+            len: self.len,
+            scale: self.scale,
+            seed: self.seed.shallow_clone(),
+            offset: self.offset.shallow_clone(),
+        }
+    }
+}
+
+/// What the forward pass keeps for the backward: the term and the merged
+/// output and log-sum-exp in query order.
+#[derive(Clone, Debug)]
+struct State {
+    term: Term,
+    out: TchTensor,
+    lse: TchTensor,
+}
+
+/// The terms merged into one softmax.
+struct Merged {
+    /// `[b, h, len, d]`, compute dtype.
+    out: T,
+    /// `[b, h, len]`, f32.
+    lse: T,
+    /// Each term's share of `out`, `[b, h, len, d]`, compute dtype.
+    shares: Vec<T>,
+}
+
+impl Term {
+    fn new<B: Backend>(t: &TermInput<B>, q: T, k: T, v: T, len: usize, scale: f64) -> Term
+    where
+        B::IntTensorPrimitive: Into<TchTensor>,
+        B::BoolTensorPrimitive: Into<TchTensor>,
+    {
+        let [b, h, gs, g, d] = t.q.dims().map(|x| x as i64);
+        let w = t.k.dims()[3] as i64;
+        let bh = b * h;
+        let q = last_contiguous(q.reshape([bh, gs, g, d]));
+        let k = last_contiguous(k.reshape([bh, gs, w, d]));
+        let v = last_contiguous(v.reshape([bh, gs, w, d]));
+        let wpad = (w + 15) / 16 * 16;
+        let block = T::zeros([gs, g, wpad], (q.kind(), q.device()));
+        let mut bias = block.narrow(2, 0, w);
+        if let Some(hidden) = &t.hidden {
+            let hidden: TchTensor = hidden.clone().into_primitive().into();
+            let _ = bias.masked_fill_(&hidden.tensor, f64::from(combiner::exec::MASKED));
+        }
+        let bias = bias.unsqueeze(0).expand([bh, gs, g, w], false);
+        let queries: TchTensor = t.queries.clone().into_primitive().into();
+        let inverse: TchTensor = t.inverse.clone().into_primitive().into();
+        Term {
+            q,
+            k,
+            v,
+            bias,
+            queries: queries.tensor,
+            inverse: inverse.tensor,
+            identity: t.identity,
+            dims: [b, h, gs, g, w, d],
+            len: len as i64,
+            scale,
+            seed: T::new(),
+            offset: T::new(),
+        }
+    }
+
+    /// Rows `[b, h, groups * group_size, f..]` of the term's slots in query
+    /// order `[b, h, len, f..]`.
+    fn to_query(&self, x: &T) -> T {
+        if self.identity {
+            x.narrow(2, 0, self.len)
+        } else {
+            x.index_select(2, &self.inverse)
+        }
+    }
+
+    /// Rows `[b, h, len, f..]` in the term's slot order, padding slots
+    /// filled with `pad`.
+    fn to_term(&self, x: &T, pad: f64) -> T {
+        let [_, _, gs, g, _, _] = self.dims;
+        let slots = gs * g;
+        let mut shape = x.size();
+        if self.identity {
+            if slots == self.len {
+                return x.shallow_clone();
+            }
+            shape[2] = slots - self.len;
+            T::cat(&[x.shallow_clone(), T::full(&shape, pad, (x.kind(), x.device()))], 2)
+        } else {
+            shape[2] = 1;
+            let ext = T::cat(&[x.shallow_clone(), T::full(&shape, pad, (x.kind(), x.device()))], 2);
+            ext.index_select(2, &self.queries)
+        }
+    }
+
+    /// The kernel's forward: `o: [b, h, len, d]` and `lse: [b, h, len]`
+    /// (f32) in query order.
+    fn forward(&mut self) -> (T, T) {
+        let [b, h, gs, g, _, d] = self.dims;
+        let (o, lse, seed, offset) = T::internal_scaled_dot_product_efficient_attention(
+            &self.q,
+            &self.k,
+            &self.v,
+            Some(&self.bias),
+            true,
+            0.0,
+            false,
+            self.scale,
+        );
+        self.seed = seed;
+        self.offset = offset;
+        let o = o.reshape([b, h, gs * g, d]);
+        let lse = lse.narrow(2, 0, g).reshape([b, h, gs * g]);
+        (self.to_query(&o), self.to_query(&lse))
+    }
+
+    /// Gradients of `q`, `k`, `v` (`[b, h, groups, ., d]`) from the gradient
+    /// of the merged output, `out` and `lse` the merged forward results.
+    fn backward(&self, grad: &T, out: &T, lse: &T) -> [T; 3] {
+        let [b, h, gs, g, w, d] = self.dims;
+        let bhmk = |x: T| x.reshape([b * h, gs, g, d]).transpose(1, 2).contiguous();
+        let grad_t = bhmk(self.to_term(&grad.to_kind(self.q.kind()), 0.0));
+        let out_t = bhmk(self.to_term(out, 0.0));
+        let m_pad = (g + 31) / 32 * 32;
+        // padding slots: lse = +inf, so that their probabilities are 0
+        let lse_t = self.to_term(lse, f64::INFINITY).reshape([b * h, gs, g]);
+        let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
+        let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
+            &grad_t,
+            &self.q.transpose(1, 2),
+            &self.k.transpose(1, 2),
+            &self.v.transpose(1, 2),
+            Some(&self.bias),
+            &out_t,
+            None::<&T>,
+            None::<&T>,
+            g,
+            w,
+            &lse_t,
+            0.0,
+            &self.seed,
+            &self.offset,
+            0,
+            false,
+            self.scale,
+            None,
+            None,
+            false,
+        );
+        [(gq, g), (gk, w), (gv, w)].map(|(x, m)| x.transpose(1, 2).reshape([b, h, gs, m, d]))
+    }
+}
+
+fn last_contiguous(x: T) -> T {
+    if x.stride().last() == Some(&1) {
+        x
+    } else {
+        x.contiguous()
+    }
+}
+
+/// Runs every term and merges them into one softmax.
+fn merge(terms: &mut [Term]) -> Merged {
+    let results: Vec<(T, T)> = terms.iter_mut().map(Term::forward).collect();
+    let kind = results[0].0.kind();
+    let lses: Vec<T> = results.iter().map(|(_, l)| l.shallow_clone()).collect();
+    let lse = T::stack(&lses, 0).logsumexp([0], false);
+    let mut out: Option<T> = None;
+    let mut shares = Vec::with_capacity(results.len());
+    for (o, l) in results {
+        let share = o.to_kind(Kind::Float) * (l - &lse).exp().unsqueeze(-1);
+        shares.push(share.to_kind(kind));
+        out = Some(match out {
+            Some(acc) => acc + share,
+            None => share,
+        });
+    }
+    Merged {
+        out: out.expect("a layout has at least one term").to_kind(kind),
+        lse,
+        shares,
+    }
+}
+
+#[derive(Debug)]
+struct TermBackward;
+
+impl<E: TchElement> Backward<LibTorch<E>, 3> for TermBackward {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<LibTorch<E>>(&ops.node);
+        let State { term, out, lse } = ops.state;
+        let [gq, gk, gv] = term.backward(&grad.tensor, &out.tensor, &lse.tensor);
+        for (parent, g) in ops.parents.into_iter().zip([gq, gk, gv]) {
+            if let Some(node) = parent {
+                grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+            }
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Fused backend kernels for the joint softmax of eq. (9).
+//!
+//! [`exec::joint_attention`](crate::exec) computes the logits of every term,
+//! one softmax over all of them and the weighted sum of the values with
+//! generic tensor operations: correct on every backend, but each step writes
+//! the `O(L sqrt L)` logits to memory. A backend with a fused attention
+//! kernel can take over that part: the executor hands it each term's queries,
+//! keys and values (already gathered into the term's block order) with the
+//! term's mask and query order, and the kernel returns the attention output
+//! in query order, or declines and the generic operations run.
+//!
+//! Kernels are registered per backend type at start-up by the binary, which
+//! names the concrete backends ([`register`]); models stay generic over
+//! `B: Backend`. Registered kernels are checked against the generic
+//! operations by the dense-oracle tests of the backend that provides them.
+//!
+//! A kernel must compute exactly what the generic path computes: for every
+//! query, one softmax over the union of its terms' unmasked logits
+//! `scale * q . k`, weights applied to the values. Attention dropout on the
+//! probabilities is not a kernel's business: with dropout active the
+//! executor does not call kernels.
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use burn::prelude::*;
+use burn::tensor::DType;
+
+/// One term of the joint softmax, in the term's block order.
+#[derive(Clone, Debug)]
+pub struct TermInput<B: Backend> {
+    /// Queries `[b, h, groups, group_size, d]` (padding slots hold zeros).
+    pub q: Tensor<B, 5>,
+    /// Keys `[b, h, groups, width, d]`.
+    pub k: Tensor<B, 5>,
+    /// Values `[b, h, groups, width, d]`.
+    pub v: Tensor<B, 5>,
+    /// `[groups, group_size, width]`, true where a query does not score an
+    /// item; `None` when every pair counts.
+    pub hidden: Option<Tensor<B, 3, Bool>>,
+    /// For each of the `groups * group_size` slots its position, `len` for
+    /// a padding slot.
+    pub queries: Tensor<B, 1, Int>,
+    /// For each position `0..len` its slot.
+    pub inverse: Tensor<B, 1, Int>,
+    /// Whether slot `i` holds position `i` for every `i < len` (the slots
+    /// past `len` are padding).
+    pub identity: bool,
+}
+
+/// A backend's fused joint-softmax attention.
+pub trait JointKernel<B: Backend>: Send + Sync {
+    /// Whether the kernel runs heads of `head_dim` in `dtype` on `device`;
+    /// when it does not, the executor runs the generic operations.
+    fn accepts(&self, dtype: DType, device: &B::Device, head_dim: usize) -> bool;
+
+    /// The attention output `[b, h, len, d]` in query order: for each
+    /// position, the softmax over the unmasked logits `scale * q . k` of
+    /// all terms, applied to the values. Differentiable in every `q`, `k`
+    /// and `v` where `B` is an autodiff backend.
+    fn joint(&self, terms: &[TermInput<B>], len: usize, scale: f64) -> Tensor<B, 4>;
+}
+
+type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
+
+fn registry() -> &'static Registry {
+    static KERNELS: OnceLock<Registry> = OnceLock::new();
+    KERNELS.get_or_init(Default::default)
+}
+
+static ENABLED: AtomicBool = AtomicBool::new(true);
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes `kernel` the joint-softmax kernel of backend `B` (replacing any
+/// earlier one).
+pub fn register<B: Backend>(kernel: Arc<dyn JointKernel<B>>) {
+    registry()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(TypeId::of::<B>(), Box::new(kernel));
+}
+
+/// Turns every registered kernel on or off (off: the generic operations
+/// run everywhere, e.g. to compare the two).
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether registered kernels are used.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// How many joint softmaxes registered kernels have computed in this
+/// process (to tell whether a run used one).
+pub fn calls() -> usize {
+    CALLS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn count_call() {
+    CALLS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The kernel registered for `B`, when kernels are enabled.
+pub fn kernel<B: Backend>() -> Option<Arc<dyn JointKernel<B>>> {
+    if !enabled() {
+        return None;
+    }
+    let map = registry().read().unwrap_or_else(|e| e.into_inner());
+    map.get(&TypeId::of::<B>())
+        .and_then(|k| k.downcast_ref::<Arc<dyn JointKernel<B>>>())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Mode, Plan};
+    use crate::{combiner_attention_on, AbstractionKind, LayoutTensors};
+    use std::sync::Mutex;
+
+    /// A backend type of its own (i32 indices), so that the kernel this test
+    /// registers reaches no other test.
+    type B = burn_ndarray::NdArray<f64, i32>;
+
+    /// A kernel that records its calls and computes the joint softmax from
+    /// its inputs alone with dense per-term operations, so that the test
+    /// checks what the executor hands over (block order, masks, query order).
+    struct Reference(Mutex<usize>);
+
+    impl JointKernel<B> for Reference {
+        fn accepts(&self, dtype: DType, _device: &burn_ndarray::NdArrayDevice, _d: usize) -> bool {
+            dtype == DType::F64
+        }
+
+        fn joint(&self, terms: &[TermInput<B>], len: usize, scale: f64) -> Tensor<B, 4> {
+            *self.0.lock().unwrap() += 1;
+            let mut logits = Vec::new();
+            let mut values = Vec::new();
+            for t in terms {
+                let [b, h, gs, g, d] = t.q.dims();
+                let w = t.k.dims()[3];
+                let mut l = t.q.clone().matmul(t.k.clone().swap_dims(3, 4)) * scale;
+                if let Some(hidden) = &t.hidden {
+                    l = l.mask_fill(hidden.clone().unsqueeze::<5>().expand([b, h, gs, g, w]), -1e30);
+                }
+                // to query order: [b, h, len, w] and per-query values [b, h, len, w, d]
+                let l = l.reshape([b, h, gs * g, w]).select(2, t.inverse.clone());
+                let slot_group = t.inverse.clone().div_scalar(g as i64);
+                let v = t.v.clone().select(2, slot_group);
+                logits.push(l);
+                values.push(v);
+                assert_eq!(t.queries.dims()[0], gs * g);
+                assert_eq!(t.k.dims(), [b, h, gs, w, d]);
+            }
+            let p = burn::tensor::activation::softmax(Tensor::cat(logits, 3), 3);
+            let v = Tensor::cat(values, 3);
+            let [b, h, _, w] = p.dims();
+            let d = v.dims()[4];
+            p.reshape([b, h, len, 1, w]).matmul(v).reshape([b, h, len, d])
+        }
+    }
+
+    #[test]
+    fn registered_kernel_receives_each_term_and_matches_the_generic_path() {
+        let dev = Default::default();
+        let kernel = Arc::new(Reference(Mutex::new(0)));
+        for name in ["axial-rowmajor", "fixed", "axial-vertical", "strided"] {
+            for (len, mode) in [(37, Mode::Lm), (50, Mode::Mlm)] {
+                let layout = Plan::from_name(name).unwrap().layout(len, mode).unwrap();
+                let tensors = LayoutTensors::<B>::new(&layout, &dev);
+                let abs = AbstractionKind::Mean.init::<B>(8, &dev);
+                let [q, k, v] = [(); 3].map(|_| {
+                    Tensor::<B, 4>::random(
+                        [2, 3, len, 8],
+                        burn::tensor::Distribution::Normal(0.0, 1.0),
+                        &dev,
+                    )
+                });
+                let run = || {
+                    combiner_attention_on(
+                        q.clone(),
+                        k.clone(),
+                        v.clone(),
+                        &layout,
+                        &tensors,
+                        &abs,
+                        None,
+                    )
+                };
+                set_enabled(false);
+                let generic = run();
+                register::<B>(kernel.clone());
+                set_enabled(true);
+                let before = *kernel.0.lock().unwrap();
+                let fused = run();
+                assert_eq!(*kernel.0.lock().unwrap(), before + 1, "{name} L={len}");
+                let diff = (fused - generic).abs().max().into_scalar();
+                assert!(diff < 1e-10, "{name} L={len} {mode:?}: max diff {diff}");
+            }
+        }
+    }
+}
