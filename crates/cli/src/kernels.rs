@@ -347,7 +347,15 @@ fn last_contiguous(x: T) -> T {
 
 /// Runs every term and merges them into one softmax.
 fn merge(terms: &mut [Term]) -> Merged {
-    let results: Vec<(T, T)> = terms.iter_mut().map(Term::forward).collect();
+    let mut results: Vec<(T, T)> = terms.iter_mut().map(Term::forward).collect();
+    if results.len() == 1 {
+        let (o, lse) = results.pop().expect("one term");
+        return Merged {
+            out: o.shallow_clone(),
+            lse,
+            shares: vec![o],
+        };
+    }
     let kind = results[0].0.kind();
     let lses: Vec<T> = results.iter().map(|(_, l)| l.shallow_clone()).collect();
     let lse = T::stack(&lses, 0).logsumexp([0], false);

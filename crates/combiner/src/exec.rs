@@ -209,6 +209,25 @@ fn block_attention<B: Backend>(
     scale: f64,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 5> {
+    let [b, h, c, g, d] = q.dims();
+    let dropping = dropout.is_some_and(|p| p.prob > 0.0 && B::ad_enabled(&q.device()));
+    if let Some(kernel) = crate::kernel::kernel::<B>().filter(|_| !dropping) {
+        if kernel.accepts(q.dtype(), &q.device(), d) {
+            // one term whose query order is its block order
+            let order = Tensor::<B, 1, Int>::arange(0..(c * g) as i64, &q.device());
+            let term = crate::kernel::TermInput {
+                q,
+                k,
+                v,
+                hidden: invalid.cloned(),
+                queries: order.clone(),
+                inverse: order,
+                identity: true,
+            };
+            crate::kernel::count_call();
+            return kernel.joint(&[term], c * g, scale).reshape([b, h, c, g, d]);
+        }
+    }
     let logits = mask_logits(scaled_logits(q, k, scale), invalid);
     let probs = softmax_f32(logits, 4);
     let probs = match dropout {
