@@ -20,8 +20,10 @@
 //! operations.
 //!
 //! The kernel runs bf16 and f16 tensors on CUDA devices with head dims
-//! divisible by 8; f32, the CPU and other head dims keep the generic
-//! operations (exact f32 arithmetic, as the oracle tests check).
+//! divisible by 8, at least 16 queries per block and at most 65,535 blocks
+//! per term and batch x heads (CUDA's grid limits); f32, the CPU and other
+//! shapes keep the generic operations (exact f32 arithmetic, as the oracle
+//! tests check).
 
 use std::sync::Arc;
 
@@ -33,7 +35,7 @@ use burn::backend::autodiff::Autodiff;
 use burn::backend::libtorch::{LibTorch, LibTorchDevice, TchElement, TchTensor};
 use burn::prelude::*;
 use burn::tensor::{bf16, f16, DType, TensorPrimitive};
-use combiner::kernel::{register, JointKernel, TermInput};
+use combiner::kernel::{register, Call, JointKernel, TermInput};
 use tch::{Kind, Tensor as T};
 
 /// Registers the kernel for every tch backend type the binary runs.
@@ -50,15 +52,27 @@ pub fn register_tch() {
 /// PyTorch's memory-efficient attention, one call per term.
 struct Efficient;
 
-fn accepts(dtype: DType, device: &LibTorchDevice, head_dim: usize) -> bool {
-    matches!(dtype, DType::BF16 | DType::F16)
+/// CUDA's limit on the grid's second and third dims, which hold the
+/// kernel's heads (here: groups) and batches (here: batch x heads).
+const MAX_GRID: usize = 65_535;
+
+/// Below this many queries per block most of the kernel's 64-query tile
+/// idles (Combiner-Logsparse and Sparse-Strided have one query per block:
+/// the generic operations are faster there).
+const MIN_GROUP: usize = 16;
+
+fn accepts(call: &Call, device: &LibTorchDevice) -> bool {
+    matches!(call.dtype, DType::BF16 | DType::F16)
         && matches!(device, LibTorchDevice::Cuda(_))
-        && head_dim % 8 == 0
+        && call.head_dim.is_multiple_of(8)
+        && call.min_group_size >= MIN_GROUP
+        && call.max_groups <= MAX_GRID
+        && call.batch_heads <= MAX_GRID
 }
 
 impl<E: TchElement> JointKernel<LibTorch<E>> for Efficient {
-    fn accepts(&self, dtype: DType, device: &LibTorchDevice, head_dim: usize) -> bool {
-        accepts(dtype, device, head_dim)
+    fn accepts(&self, call: &Call, device: &LibTorchDevice) -> bool {
+        accepts(call, device)
     }
 
     fn joint(
@@ -86,8 +100,8 @@ impl<E: TchElement> JointKernel<LibTorch<E>> for Efficient {
 }
 
 impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Efficient {
-    fn accepts(&self, dtype: DType, device: &LibTorchDevice, head_dim: usize) -> bool {
-        accepts(dtype, device, head_dim)
+    fn accepts(&self, call: &Call, device: &LibTorchDevice) -> bool {
+        accepts(call, device)
     }
 
     fn joint(
@@ -98,9 +112,7 @@ impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Efficient {
     ) -> Tensor<Autodiff<LibTorch<E>>, 4> {
         let inputs: Vec<_> = terms
             .iter()
-            .map(|t| {
-                [&t.q, &t.k, &t.v].map(|x| x.clone().into_primitive().tensor())
-            })
+            .map(|t| [&t.q, &t.k, &t.v].map(|x| x.clone().into_primitive().tensor()))
             .collect();
         let mut prepared: Vec<Term> = terms
             .iter()
@@ -271,10 +283,22 @@ impl Term {
                 return x.shallow_clone();
             }
             shape[2] = slots - self.len;
-            T::cat(&[x.shallow_clone(), T::full(&shape, pad, (x.kind(), x.device()))], 2)
+            T::cat(
+                &[
+                    x.shallow_clone(),
+                    T::full(&shape, pad, (x.kind(), x.device())),
+                ],
+                2,
+            )
         } else {
             shape[2] = 1;
-            let ext = T::cat(&[x.shallow_clone(), T::full(&shape, pad, (x.kind(), x.device()))], 2);
+            let ext = T::cat(
+                &[
+                    x.shallow_clone(),
+                    T::full(&shape, pad, (x.kind(), x.device())),
+                ],
+                2,
+            );
             ext.index_select(2, &self.queries)
         }
     }

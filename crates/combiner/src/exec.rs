@@ -211,10 +211,18 @@ fn block_attention<B: Backend>(
 ) -> Tensor<B, 5> {
     let [b, h, c, g, d] = q.dims();
     let dropping = dropout.is_some_and(|p| p.prob > 0.0 && B::ad_enabled(&q.device()));
-    if let Some(kernel) = crate::kernel::kernel::<B>().filter(|_| !dropping) {
-        if kernel.accepts(q.dtype(), &q.device(), d) {
+    let device = q.device();
+    let call = crate::kernel::Call {
+        dtype: q.dtype(),
+        head_dim: d,
+        batch_heads: b * h,
+        min_group_size: g,
+        max_groups: c,
+    };
+    match crate::kernel::kernel::<B>().filter(|k| !dropping && k.accepts(&call, &device)) {
+        Some(kernel) => {
             // one term whose query order is its block order
-            let order = Tensor::<B, 1, Int>::arange(0..(c * g) as i64, &q.device());
+            let order = Tensor::<B, 1, Int>::arange(0..(c * g) as i64, &device);
             let term = crate::kernel::TermInput {
                 q,
                 k,
@@ -225,9 +233,20 @@ fn block_attention<B: Backend>(
                 identity: true,
             };
             crate::kernel::count_call();
-            return kernel.joint(&[term], c * g, scale).reshape([b, h, c, g, d]);
+            kernel.joint(&[term], c * g, scale).reshape([b, h, c, g, d])
         }
+        None => generic_block_attention(q, k, v, invalid, scale, dropout),
     }
+}
+
+fn generic_block_attention<B: Backend>(
+    q: Tensor<B, 5>,
+    k: Tensor<B, 5>,
+    v: Tensor<B, 5>,
+    invalid: Option<&Tensor<B, 3, Bool>>,
+    scale: f64,
+    dropout: Option<&Dropout>,
+) -> Tensor<B, 5> {
     let logits = mask_logits(scaled_logits(q, k, scale), invalid);
     let probs = softmax_f32(logits, 4);
     let probs = match dropout {
@@ -688,29 +707,37 @@ pub fn joint_attention<B: Backend>(
     let v_table = v_ext.extend(span_values);
 
     let dropping = dropout.is_some_and(|d| d.prob > 0.0 && B::ad_enabled(&q_ext.first().device()));
-    if let Some(kernel) = crate::kernel::kernel::<B>().filter(|_| !dropping) {
+    let kernel = crate::kernel::kernel::<B>().filter(|kernel| {
         let first = q_ext.first();
-        if kernel.accepts(first.dtype(), &first.device(), d) {
-            let inputs: Vec<_> = layout
-                .terms
-                .iter()
-                .zip(&tensors.terms)
-                .map(|(term, t)| {
-                    let (gs, g, w) = (term.groups, term.group_size, term.width);
-                    crate::kernel::TermInput {
-                        q: q_ext.take(&t.queries).reshape([b, h, gs, g, d]),
-                        k: k_table.take(&t.items).reshape([b, h, gs, w, d]),
-                        v: v_table.take(&t.items).reshape([b, h, gs, w, d]),
-                        hidden: t.hidden.clone(),
-                        queries: t.queries.index().clone(),
-                        inverse: t.inverse.index().clone(),
-                        identity: t.identity,
-                    }
-                })
-                .collect();
-            crate::kernel::count_call();
-            return kernel.joint(&inputs, len, scale);
-        }
+        let call = crate::kernel::Call {
+            dtype: first.dtype(),
+            head_dim: d,
+            batch_heads: b * h,
+            min_group_size: layout.terms.iter().map(|t| t.group_size).min().unwrap_or(0),
+            max_groups: layout.terms.iter().map(|t| t.groups).max().unwrap_or(0),
+        };
+        !dropping && kernel.accepts(&call, &first.device())
+    });
+    if let Some(kernel) = kernel {
+        let inputs: Vec<_> = layout
+            .terms
+            .iter()
+            .zip(&tensors.terms)
+            .map(|(term, t)| {
+                let (gs, g, w) = (term.groups, term.group_size, term.width);
+                crate::kernel::TermInput {
+                    q: q_ext.take(&t.queries).reshape([b, h, gs, g, d]),
+                    k: k_table.take(&t.items).reshape([b, h, gs, w, d]),
+                    v: v_table.take(&t.items).reshape([b, h, gs, w, d]),
+                    hidden: t.hidden.clone(),
+                    queries: t.queries.index().clone(),
+                    inverse: t.inverse.index().clone(),
+                    identity: t.identity,
+                }
+            })
+            .collect();
+        crate::kernel::count_call();
+        return kernel.joint(&inputs, len, scale);
     }
 
     // Logits of every term, in query order, side by side for one softmax.

@@ -52,11 +52,26 @@ pub struct TermInput<B: Backend> {
     pub identity: bool,
 }
 
+/// The shape of one joint softmax, for a kernel to decide whether it runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call {
+    /// Element type of q, k and v.
+    pub dtype: DType,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// `batch * heads`.
+    pub batch_heads: usize,
+    /// The smallest `group_size` of the terms.
+    pub min_group_size: usize,
+    /// The largest `groups` of the terms.
+    pub max_groups: usize,
+}
+
 /// A backend's fused joint-softmax attention.
 pub trait JointKernel<B: Backend>: Send + Sync {
-    /// Whether the kernel runs heads of `head_dim` in `dtype` on `device`;
-    /// when it does not, the executor runs the generic operations.
-    fn accepts(&self, dtype: DType, device: &B::Device, head_dim: usize) -> bool;
+    /// Whether the kernel runs `call` on `device`; when it does not, the
+    /// executor runs the generic operations.
+    fn accepts(&self, call: &Call, device: &B::Device) -> bool;
 
     /// The attention output `[b, h, len, d]` in query order: for each
     /// position, the softmax over the unmasked logits `scale * q . k` of
@@ -133,8 +148,8 @@ mod tests {
     struct Reference(Mutex<usize>);
 
     impl JointKernel<B> for Reference {
-        fn accepts(&self, dtype: DType, _device: &burn_ndarray::NdArrayDevice, _d: usize) -> bool {
-            dtype == DType::F64
+        fn accepts(&self, call: &Call, _device: &burn_ndarray::NdArrayDevice) -> bool {
+            call.dtype == DType::F64
         }
 
         fn joint(&self, terms: &[TermInput<B>], len: usize, scale: f64) -> Tensor<B, 4> {
@@ -146,7 +161,10 @@ mod tests {
                 let w = t.k.dims()[3];
                 let mut l = t.q.clone().matmul(t.k.clone().swap_dims(3, 4)) * scale;
                 if let Some(hidden) = &t.hidden {
-                    l = l.mask_fill(hidden.clone().unsqueeze::<5>().expand([b, h, gs, g, w]), -1e30);
+                    l = l.mask_fill(
+                        hidden.clone().unsqueeze::<5>().expand([b, h, gs, g, w]),
+                        -1e30,
+                    );
                 }
                 // to query order: [b, h, len, w] and per-query values [b, h, len, w, d]
                 let l = l.reshape([b, h, gs * g, w]).select(2, t.inverse.clone());
@@ -161,7 +179,9 @@ mod tests {
             let v = Tensor::cat(values, 3);
             let [b, h, _, w] = p.dims();
             let d = v.dims()[4];
-            p.reshape([b, h, len, 1, w]).matmul(v).reshape([b, h, len, d])
+            p.reshape([b, h, len, 1, w])
+                .matmul(v)
+                .reshape([b, h, len, d])
         }
     }
 

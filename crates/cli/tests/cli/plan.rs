@@ -8,7 +8,7 @@ use super::common::*;
 
 #[test]
 fn every_subcommand_has_help_with_an_example() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&[], "verify, draw and run factorization plans"),
         (&["plan"], "Verify, draw and run factorization plans"),
         (&["plan", "verify"], "full support"),
@@ -18,6 +18,7 @@ fn every_subcommand_has_help_with_an_example() {
         (&["bench"], "Figure 3"),
         (&["bench", "attention"], "--reference"),
         (&["bench", "report"], "attention.png"),
+        (&["bench", "kernel"], "fused joint-softmax kernel"),
     ];
     for (cmd, purpose) in cases {
         let args: Vec<&str> = cmd.iter().copied().chain(["--help"]).collect();
@@ -35,6 +36,30 @@ fn every_subcommand_has_help_with_an_example() {
             "{args:?} --help lacks --backend"
         );
     }
+}
+
+#[test]
+fn kernel_check_fails_where_no_fused_kernel_runs() {
+    // ndarray has no fused kernel: the check must say so, not pass vacuously
+    let out = combiner(&[
+        "bench",
+        "kernel",
+        "--dtype",
+        "f32",
+        "--plans",
+        "fixed",
+        "--lengths",
+        "19",
+        "--head-dim",
+        "8",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no fused kernel ran in any of the 2 check(s)"),
+        "{err}"
+    );
+    assert!(stdout(&out).contains("none"), "{}", stdout(&out));
 }
 
 #[test]
