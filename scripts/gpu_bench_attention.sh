@@ -4,6 +4,7 @@
 # same job, then one report with both. Expects gpu-bin/combiner.xz (a tch
 # build). Writes $OUT/attention.{png,md} and the JSON files of both sides.
 #   LENGTHS=1024,4096,16384 DTYPE=bf16 MODE=lm bash scripts/gpu_bench_attention.sh
+# FLAGS=--no-fused measures our generic operations instead of the fused kernel.
 source "$(dirname "$0")/gpu_env.sh"
 LENGTHS=${LENGTHS:-1024,2048,4096,8192,16384,32768,65536}
 DTYPE=${DTYPE:-bf16}
@@ -23,7 +24,7 @@ DEADLINE=$(( $(date +%s) + ${BUDGET:-420} ))
 for L in ${LENGTHS//,/ }; do
   for m in ${MODELS:-vanilla performer bigbird sparse-fixed sparse-axial combiner-fixed combiner-axial combiner-mixture combiner-logsparse}; do
     if [ "$(date +%s)" -ge "$DEADLINE" ]; then echo "$m L=$L: not run (budget of ${BUDGET:-420} s spent)" >> "$OUT/combiner.log"; continue; fi
-    timeout "${CELL_BUDGET:-60}" $BIN --backend tch bench attention --models "$m" --lengths "$L" $SHAPE \
+    timeout "${CELL_BUDGET:-60}" $BIN ${FLAGS:-} --backend tch bench attention --models "$m" --lengths "$L" $SHAPE \
         --out "/tmp/bench/$m-$L" 2>> "$OUT/combiner.log" || echo "$m L=$L: stopped after ${CELL_BUDGET:-60} s" >> "$OUT/combiner.log"
   done
 done
