@@ -20,6 +20,7 @@ python3 scripts/bench_attention_torch.py --lengths "$LENGTHS" $SHAPE \
 tail -n 3 "$OUT/pytorch.log"
 # lengths outer, models inner, each cell under a time limit, and no new cell
 # after BUDGET seconds: a slow or hung cell costs only the longest lengths
+rm -rf /tmp/bench
 DEADLINE=$(( $(date +%s) + ${BUDGET:-420} ))
 for L in ${LENGTHS//,/ }; do
   for m in ${MODELS:-vanilla performer bigbird sparse-fixed sparse-axial combiner-fixed combiner-axial combiner-mixture combiner-logsparse}; do
