@@ -210,7 +210,6 @@ fn block_attention<B: Backend>(
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 5> {
     let [b, h, c, g, d] = q.dims();
-    let dropping = dropout.is_some_and(|p| p.prob > 0.0 && B::ad_enabled(&q.device()));
     let device = q.device();
     let call = crate::kernel::Call {
         dtype: q.dtype(),
@@ -219,7 +218,7 @@ fn block_attention<B: Backend>(
         min_group_size: g,
         max_groups: c,
     };
-    match crate::kernel::kernel::<B>().filter(|k| !dropping && k.accepts(&call, &device)) {
+    match crate::kernel::select::<B>(&call, &device, dropout) {
         Some(kernel) => {
             // one term whose query order is its block order
             let order = Tensor::<B, 1, Int>::arange(0..(c * g) as i64, &device);
@@ -232,7 +231,6 @@ fn block_attention<B: Backend>(
                 inverse: order,
                 identity: true,
             };
-            crate::kernel::count_call();
             kernel.joint(&[term], c * g, scale).reshape([b, h, c, g, d])
         }
         None => generic_block_attention(q, k, v, invalid, scale, dropout),
@@ -706,18 +704,15 @@ pub fn joint_attention<B: Backend>(
     let k_table = k_ext.extend(span_keys);
     let v_table = v_ext.extend(span_values);
 
-    let dropping = dropout.is_some_and(|d| d.prob > 0.0 && B::ad_enabled(&q_ext.first().device()));
-    let kernel = crate::kernel::kernel::<B>().filter(|kernel| {
-        let first = q_ext.first();
-        let call = crate::kernel::Call {
-            dtype: first.dtype(),
-            head_dim: d,
-            batch_heads: b * h,
-            min_group_size: layout.terms.iter().map(|t| t.group_size).min().unwrap_or(0),
-            max_groups: layout.terms.iter().map(|t| t.groups).max().unwrap_or(0),
-        };
-        !dropping && kernel.accepts(&call, &first.device())
-    });
+    let first = q_ext.first();
+    let call = crate::kernel::Call {
+        dtype: first.dtype(),
+        head_dim: d,
+        batch_heads: b * h,
+        min_group_size: layout.terms.iter().map(|t| t.group_size).min().unwrap_or(0),
+        max_groups: layout.terms.iter().map(|t| t.groups).max().unwrap_or(0),
+    };
+    let kernel = crate::kernel::select::<B>(&call, &first.device(), dropout);
     if let Some(kernel) = kernel {
         let inputs: Vec<_> = layout
             .terms
@@ -736,7 +731,6 @@ pub fn joint_attention<B: Backend>(
                 }
             })
             .collect();
-        crate::kernel::count_call();
         return kernel.joint(&inputs, len, scale);
     }
 

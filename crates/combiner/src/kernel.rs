@@ -116,8 +116,21 @@ pub fn calls() -> usize {
     CALLS.load(Ordering::Relaxed)
 }
 
-pub(crate) fn count_call() {
+/// The kernel the executor hands `call` to on `device`, counted as one
+/// call: the one registered for `B`, when kernels are enabled, attention
+/// dropout is not active (`dropout` with a positive rate while training)
+/// and the kernel accepts the call.
+pub(crate) fn select<B: Backend>(
+    call: &Call,
+    device: &B::Device,
+    dropout: Option<&burn::nn::Dropout>,
+) -> Option<Arc<dyn JointKernel<B>>> {
+    if dropout.is_some_and(|d| d.prob > 0.0 && B::ad_enabled(device)) {
+        return None;
+    }
+    let chosen = kernel::<B>().filter(|k| k.accepts(call, device))?;
     CALLS.fetch_add(1, Ordering::Relaxed);
+    Some(chosen)
 }
 
 /// The kernel registered for `B`, when kernels are enabled.
