@@ -82,12 +82,16 @@ struct Cli {
         help_heading = "Backend"
     )]
     device: usize,
-    /// Run the joint softmax of Combiner attention with generic tensor
-    /// operations even where the backend has a fused kernel (tch on CUDA in
-    /// bf16/f16: PyTorch's memory-efficient attention per term); for
-    /// comparing the two.
+    /// Run generic tensor operations even where the backend has fused
+    /// kernels (tch: the joint softmax of Combiner attention through
+    /// PyTorch's memory-efficient attention on CUDA in bf16/f16, linear
+    /// layers as one addmm, layer norm as one kernel); for comparing.
     #[arg(long, global = true, help_heading = "Backend")]
     no_fused: bool,
+    /// Keep the fused joint softmax but run linear layers and layer norms
+    /// with generic operations (to measure what each kernel adds).
+    #[arg(long, global = true, help_heading = "Backend")]
+    no_fused_layers: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -164,6 +168,7 @@ fn main() -> ExitCode {
     #[cfg(feature = "tch")]
     kernels::register_tch();
     combiner::kernel::set_enabled(!cli.no_fused);
+    combiner::kernel::set_layers_enabled(!cli.no_fused_layers);
     let result = match cli.command {
         Command::Plan(cmd) => plan::run(cmd, cli.backend, cli.device),
         Command::Data(args) => data::run(args),

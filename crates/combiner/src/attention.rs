@@ -119,11 +119,11 @@ impl<B: Backend> MultiHead<B> {
         attend: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
     ) -> Tensor<B, 3> {
         let [b, l, d] = x.dims();
-        let q = self.split(self.query.forward(x.clone()));
-        let k = self.split(self.key.forward(x.clone()));
-        let v = self.split(self.value.forward(x));
+        let q = self.split(crate::kernel::linear(&self.query, x.clone()));
+        let k = self.split(crate::kernel::linear(&self.key, x.clone()));
+        let v = self.split(crate::kernel::linear(&self.value, x));
         let o = attend(q, k, v).swap_dims(1, 2).reshape([b, l, d]);
-        self.dropout.forward(self.output.forward(o))
+        self.dropout.forward(crate::kernel::linear(&self.output, o))
     }
 }
 

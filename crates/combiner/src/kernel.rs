@@ -144,6 +144,112 @@ pub fn kernel<B: Backend>() -> Option<Arc<dyn JointKernel<B>>> {
         .cloned()
 }
 
+/// Dense layers a backend may run as single fused operations: `x W + b`
+/// as one matrix product with the bias added in its epilogue, and layer
+/// norm as one kernel forward and one backward, where burn's generic forms
+/// are several passes over the activations each (bias broadcast, mean,
+/// variance, their backward). The model code calls [`linear`] and
+/// [`layer_norm`]; without a registered kernel (or with kernels disabled)
+/// they are burn's `Linear::forward` and `LayerNorm::forward`.
+pub trait LayerKernel<B: Backend>: Send + Sync {
+    /// `x [n, d_in] @ weight [d_in, d_out] (+ bias [d_out])`, differentiable
+    /// in all three where `B` is an autodiff backend.
+    fn linear(
+        &self,
+        x: Tensor<B, 2>,
+        weight: Tensor<B, 2>,
+        bias: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, 2>;
+
+    /// Layer norm of every row of `x [n, d]` (biased variance, `epsilon`
+    /// inside the square root), scaled by `gamma` and shifted by `beta`.
+    fn layer_norm(
+        &self,
+        x: Tensor<B, 2>,
+        gamma: Tensor<B, 1>,
+        beta: Option<Tensor<B, 1>>,
+        epsilon: f64,
+    ) -> Tensor<B, 2>;
+}
+
+fn layer_registry() -> &'static Registry {
+    static KERNELS: OnceLock<Registry> = OnceLock::new();
+    KERNELS.get_or_init(Default::default)
+}
+
+/// Makes `kernel` the dense-layer kernel of backend `B` (replacing any
+/// earlier one); [`set_enabled`] turns it off with the attention kernels.
+pub fn register_layers<B: Backend>(kernel: Arc<dyn LayerKernel<B>>) {
+    layer_registry()
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(TypeId::of::<B>(), Box::new(kernel));
+}
+
+static LAYERS_ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns the dense-layer kernels on or off on their own (with the
+/// attention kernels on: to measure what each adds).
+pub fn set_layers_enabled(on: bool) {
+    LAYERS_ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// The dense-layer kernel registered for `B`, when kernels (and the
+/// dense-layer kernels among them) are enabled.
+pub fn layer_kernel<B: Backend>() -> Option<Arc<dyn LayerKernel<B>>> {
+    if !enabled() || !LAYERS_ENABLED.load(Ordering::Relaxed) {
+        return None;
+    }
+    let map = layer_registry().read().unwrap_or_else(|e| e.into_inner());
+    map.get(&TypeId::of::<B>())
+        .and_then(|k| k.downcast_ref::<Arc<dyn LayerKernel<B>>>())
+        .cloned()
+}
+
+/// `layer.forward(x)`, through the backend's [`LayerKernel`] when it has
+/// one (the leading dims of `x` are flattened into rows for it).
+pub fn linear<B: Backend, const D: usize>(
+    layer: &burn::nn::Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let Some(kernel) = layer_kernel::<B>() else {
+        return layer.forward(x);
+    };
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let y = kernel.linear(
+        x.reshape([rows, dims[D - 1]]),
+        layer.weight.val(),
+        layer.bias.as_ref().map(|b| b.val()),
+    );
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
+}
+
+/// `norm.forward(x)` for a norm built with `epsilon` (burn keeps a
+/// norm's epsilon private, so the caller passes the one it configured),
+/// through the backend's [`LayerKernel`] when it has one.
+pub fn layer_norm<B: Backend, const D: usize>(
+    norm: &burn::nn::LayerNorm<B>,
+    x: Tensor<B, D>,
+    epsilon: f64,
+) -> Tensor<B, D> {
+    let Some(kernel) = layer_kernel::<B>() else {
+        return norm.forward(x);
+    };
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    kernel
+        .layer_norm(
+            x.reshape([rows, dims[D - 1]]),
+            norm.gamma.val(),
+            norm.beta.as_ref().map(|b| b.val()),
+            epsilon,
+        )
+        .reshape(dims)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,8 +304,12 @@ mod tests {
         }
     }
 
+    /// Tests that turn kernels on and off run one at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
     #[test]
     fn registered_kernel_receives_each_term_and_matches_the_generic_path() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dev = Default::default();
         let kernel = Arc::new(Reference(Mutex::new(0)));
         for name in ["axial-rowmajor", "fixed", "axial-vertical", "strided"] {
@@ -240,6 +350,71 @@ mod tests {
                 let diff = (fused - generic).abs().max().into_scalar();
                 assert!(diff < tol, "{name} L={len} {mode:?}: max diff {diff}");
             }
+        }
+    }
+
+    /// A backend type of its own for the dense-layer kernel test.
+    type L = burn_ndarray::NdArray<f32, i32>;
+
+    /// Counts its calls and computes with generic operations on the rows it
+    /// is handed.
+    struct Rows(Mutex<[usize; 2]>);
+
+    impl LayerKernel<L> for Rows {
+        fn linear(
+            &self,
+            x: Tensor<L, 2>,
+            weight: Tensor<L, 2>,
+            bias: Option<Tensor<L, 1>>,
+        ) -> Tensor<L, 2> {
+            self.0.lock().unwrap()[0] += 1;
+            let y = x.matmul(weight);
+            match bias {
+                Some(b) => y + b.unsqueeze(),
+                None => y,
+            }
+        }
+
+        fn layer_norm(
+            &self,
+            x: Tensor<L, 2>,
+            gamma: Tensor<L, 1>,
+            beta: Option<Tensor<L, 1>>,
+            epsilon: f64,
+        ) -> Tensor<L, 2> {
+            self.0.lock().unwrap()[1] += 1;
+            let (var, mean) = x.clone().var_mean_bias(1);
+            let y = (x - mean) / (var + epsilon).sqrt() * gamma.unsqueeze();
+            match beta {
+                Some(b) => y + b.unsqueeze(),
+                None => y,
+            }
+        }
+    }
+
+    #[test]
+    fn layer_kernel_gets_the_rows_and_matches_burns_layers() {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dev = Default::default();
+        let lin = burn::nn::LinearConfig::new(6, 5).init::<L>(&dev);
+        let norm = burn::nn::LayerNormConfig::new(6)
+            .with_epsilon(1e-3)
+            .init::<L>(&dev);
+        let x = Tensor::<L, 4>::random([2, 3, 4, 6], burn::tensor::Distribution::Default, &dev);
+        let generic = (lin.forward(x.clone()), norm.forward(x.clone()));
+        let kernel = Arc::new(Rows(Mutex::new([0; 2])));
+        register_layers::<L>(kernel.clone());
+        set_enabled(true);
+        set_layers_enabled(false);
+        let _ = (linear(&lin, x.clone()), layer_norm(&norm, x.clone(), 1e-3));
+        assert_eq!(*kernel.0.lock().unwrap(), [0, 0], "layer kernels off");
+        set_layers_enabled(true);
+        let fused = (linear(&lin, x.clone()), layer_norm(&norm, x, 1e-3));
+        assert_eq!(*kernel.0.lock().unwrap(), [1, 1]);
+        assert_eq!(fused.0.dims(), [2, 3, 4, 5]);
+        for (a, b) in [(generic.0, fused.0), (generic.1, fused.1)] {
+            let diff: f32 = (a - b).abs().max().into_scalar();
+            assert!(diff < 1e-5, "max diff {diff}");
         }
     }
 }

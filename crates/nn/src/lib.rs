@@ -6,10 +6,14 @@ pub mod precision;
 
 use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use combiner::kernel::{layer_norm, linear};
 use combiner::Mode;
 use combiner_attention::{Attention, AttentionConfig};
 use precision::to_dtype;
 use serde::{Deserialize, Serialize};
+
+/// Epsilon of the blocks' layer norms (burn's default).
+const LN_EPSILON: f64 = 1e-5;
 
 /// Shape of a transformer trunk. Serialized in model configs; unknown keys are errors.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,7 +43,9 @@ impl TrunkConfig {
         Trunk {
             blocks: (0..self.n_layers)
                 .map(|_| Block {
-                    norm_attn: LayerNormConfig::new(self.d_model).init(device),
+                    norm_attn: LayerNormConfig::new(self.d_model)
+                        .with_epsilon(LN_EPSILON)
+                        .init(device),
                     attn: self.attention.init_with(
                         self.d_model,
                         self.n_heads,
@@ -48,14 +54,18 @@ impl TrunkConfig {
                         self.attention_dropout,
                         device,
                     ),
-                    norm_mlp: LayerNormConfig::new(self.d_model).init(device),
+                    norm_mlp: LayerNormConfig::new(self.d_model)
+                        .with_epsilon(LN_EPSILON)
+                        .init(device),
                     fc1: LinearConfig::new(self.d_model, self.d_ff).init(device),
                     fc2: LinearConfig::new(self.d_ff, self.d_model).init(device),
                     act: Gelu::new(),
                     dropout: DropoutConfig::new(self.dropout).init(),
                 })
                 .collect(),
-            norm: LayerNormConfig::new(self.d_model).init(device),
+            norm: LayerNormConfig::new(self.d_model)
+                .with_epsilon(LN_EPSILON)
+                .init(device),
         }
     }
 }
@@ -82,10 +92,10 @@ impl<B: Backend> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let stream = x.dtype();
         let compute = self.fc1.weight.val().dtype();
-        let h = to_dtype(self.norm_attn.forward(x.clone()), compute);
+        let h = to_dtype(layer_norm(&self.norm_attn, x.clone(), LN_EPSILON), compute);
         let x = x + to_dtype(self.attn.forward(h), stream);
-        let h = to_dtype(self.norm_mlp.forward(x.clone()), compute);
-        let h = self.fc2.forward(self.act.forward(self.fc1.forward(h)));
+        let h = to_dtype(layer_norm(&self.norm_mlp, x.clone(), LN_EPSILON), compute);
+        let h = linear(&self.fc2, self.act.forward(linear(&self.fc1, h)));
         x + self.dropout.forward(to_dtype(h, stream))
     }
 }
@@ -96,7 +106,9 @@ impl<B: Backend> Block<B> {
     /// and the block's output for `x`.
     pub fn update_centroids(mut self, x: Tensor<B, 3>) -> (Self, Tensor<B, 3>) {
         let y = self.forward(x.clone());
-        self.attn = self.attn.update_centroids(self.norm_attn.forward(x));
+        self.attn = self
+            .attn
+            .update_centroids(layer_norm(&self.norm_attn, x, LN_EPSILON));
         (self, y)
     }
 }
@@ -113,7 +125,7 @@ impl<B: Backend> Trunk<B> {
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
-        self.norm.forward(x)
+        layer_norm(&self.norm, x, LN_EPSILON)
     }
 
     /// True when some block's attention clusters with online k-means.

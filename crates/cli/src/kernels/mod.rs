@@ -38,11 +38,15 @@ use burn::tensor::{bf16, f16, DType, TensorPrimitive};
 use combiner::kernel::{register, Call, JointKernel, TermInput};
 use tch::{Kind, Tensor as T};
 
-/// Registers the kernel for every tch backend type the binary runs.
+mod dense;
+
+/// Registers the joint-softmax and dense-layer kernels for every tch
+/// backend type the binary runs.
 pub fn register_tch() {
     fn both<E: TchElement>() {
         register::<LibTorch<E>>(Arc::new(Efficient));
         register::<Autodiff<LibTorch<E>>>(Arc::new(Efficient));
+        dense::register::<E>();
     }
     both::<f32>();
     both::<bf16>();

@@ -1,0 +1,299 @@
+//! Dense layers of the tch backend as single PyTorch operations.
+//!
+//! burn's generic `Linear` adds its bias as a separate broadcast pass and
+//! sums the weight gradient over a batched product; its generic layer norm
+//! is about twenty passes over the activations forward and backward (mean,
+//! centring, variance, their broadcasts and gradients). Here `x W + b` is
+//! one `addmm` (cuBLAS adds the bias in the product's epilogue) with the
+//! three products of its backward, and layer norm is PyTorch's fused
+//! kernel: the forward runs under libtorch's own autograd on detached
+//! leaves, and the backward node hands the output gradient to that graph,
+//! which runs the fused layer-norm backward.
+//!
+//! Both run in any dtype on any device (f32 included); they replace the
+//! generic forms wherever kernels are enabled (`--no-fused` turns them
+//! off).
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::libtorch::{LibTorch, TchElement, TchTensor};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use combiner::kernel::{register_layers, LayerKernel};
+use tch::{Kind, Tensor as T};
+
+/// Registers the dense-layer kernels for `LibTorch<E>` and its autodiff.
+pub fn register<E: TchElement>() {
+    register_layers::<LibTorch<E>>(Arc::new(Dense));
+    register_layers::<Autodiff<LibTorch<E>>>(Arc::new(Dense));
+}
+
+/// `addmm` linear layers and PyTorch's fused layer norm.
+struct Dense;
+
+fn raw<E: TchElement, const D: usize>(x: Tensor<LibTorch<E>, D>) -> T {
+    x.into_primitive().tensor().tensor
+}
+
+fn wrap<E: TchElement, const D: usize>(x: T) -> Tensor<LibTorch<E>, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(x)))
+}
+
+/// `x @ w + b` as one product.
+fn affine(x: &T, w: &T, b: Option<&T>) -> T {
+    match b {
+        Some(b) => b.addmm(x, w),
+        None => x.mm(w),
+    }
+}
+
+impl<E: TchElement> LayerKernel<LibTorch<E>> for Dense {
+    fn linear(
+        &self,
+        x: Tensor<LibTorch<E>, 2>,
+        weight: Tensor<LibTorch<E>, 2>,
+        bias: Option<Tensor<LibTorch<E>, 1>>,
+    ) -> Tensor<LibTorch<E>, 2> {
+        let b = bias.map(raw);
+        wrap(affine(&raw(x), &raw(weight), b.as_ref()))
+    }
+
+    fn layer_norm(
+        &self,
+        x: Tensor<LibTorch<E>, 2>,
+        gamma: Tensor<LibTorch<E>, 1>,
+        beta: Option<Tensor<LibTorch<E>, 1>>,
+        epsilon: f64,
+    ) -> Tensor<LibTorch<E>, 2> {
+        let d = x.dims()[1] as i64;
+        let (g, b) = (raw(gamma), beta.map(raw));
+        wrap(raw(x).layer_norm([d], Some(&g), b.as_ref(), epsilon, true))
+    }
+}
+
+/// A tch tensor the autodiff state can hold (`Clone` as a shallow copy).
+struct Held(T);
+
+impl Clone for Held {
+    fn clone(&self) -> Self {
+        Held(self.0.shallow_clone())
+    }
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Held({:?})", self.0.size())
+    }
+}
+
+/// What the linear backward needs: the input and the weight.
+#[derive(Clone, Debug)]
+struct LinearState {
+    x: Held,
+    w: Held,
+}
+
+#[derive(Debug)]
+struct LinearBackward;
+
+impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for LinearBackward {
+    type State = LinearState;
+
+    fn backward(self, ops: Ops<LinearState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<LibTorch<E>>(&ops.node).tensor;
+        let LinearState { x, w } = ops.state;
+        let [px, pw, pb] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
+        if let Some(node) = px {
+            let g = grad.mm(&w.0.tr());
+            grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+        }
+        if let Some(node) = pw {
+            let g = x.0.tr().mm(&grad);
+            grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+        }
+        if let Some(node) = pb {
+            let g = grad.sum_dim_intlist([0i64].as_slice(), false, None::<Kind>);
+            grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+        }
+    }
+}
+
+/// What the layer-norm backward needs: libtorch's graph of the forward
+/// (its output, which holds the graph, and the leaves).
+#[derive(Clone, Debug)]
+struct NormState {
+    y: Held,
+    leaves: Vec<Held>,
+}
+
+#[derive(Debug)]
+struct NormBackward;
+
+impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for NormBackward {
+    type State = NormState;
+
+    fn backward(self, ops: Ops<NormState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<LibTorch<E>>(&ops.node).tensor;
+        let NormState { y, leaves } = ops.state;
+        // d/dleaf sum(y * grad): the fused backward seeded with `grad`
+        let root = (&y.0 * &grad).sum(y.0.kind());
+        let leaves: Vec<&T> = leaves.iter().map(|l| &l.0).collect();
+        let gs = T::run_backward(&[root], &leaves, false, false);
+        for (parent, g) in ops.parents.into_iter().zip(gs) {
+            if let Some(node) = parent {
+                grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+            }
+        }
+    }
+}
+
+type Ad<E> = Autodiff<LibTorch<E>>;
+
+/// Finishes the autodiff node of `op` on the parents' `nodes` (burn does
+/// not export the node type, so this is a macro) whose output is `out`.
+macro_rules! node {
+    ($op:expr, $nodes:expr, $state:expr, $out:expr) => {{
+        let out = TchTensor::new($out);
+        let prim = match $op
+            .prepare::<NoCheckpointing>($nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish($state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(prim))
+    }};
+}
+
+impl<E: TchElement> LayerKernel<Ad<E>> for Dense {
+    fn linear(
+        &self,
+        x: Tensor<Ad<E>, 2>,
+        weight: Tensor<Ad<E>, 2>,
+        bias: Option<Tensor<Ad<E>, 1>>,
+    ) -> Tensor<Ad<E>, 2> {
+        let x = x.into_primitive().tensor();
+        let w = weight.into_primitive().tensor();
+        let state = LinearState {
+            x: Held(x.primitive.tensor.shallow_clone()),
+            w: Held(w.primitive.tensor.shallow_clone()),
+        };
+        match bias {
+            Some(b) => {
+                let b = b.into_primitive().tensor();
+                let out = affine(
+                    &x.primitive.tensor,
+                    &w.primitive.tensor,
+                    Some(&b.primitive.tensor),
+                );
+                node!(LinearBackward, [x.node, w.node, b.node], state, out)
+            }
+            None => {
+                let out = affine(&x.primitive.tensor, &w.primitive.tensor, None);
+                node!(LinearBackward, [x.node, w.node], state, out)
+            }
+        }
+    }
+
+    fn layer_norm(
+        &self,
+        x: Tensor<Ad<E>, 2>,
+        gamma: Tensor<Ad<E>, 1>,
+        beta: Option<Tensor<Ad<E>, 1>>,
+        epsilon: f64,
+    ) -> Tensor<Ad<E>, 2> {
+        let d = x.dims()[1] as i64;
+        let x = x.into_primitive().tensor();
+        let g = gamma.into_primitive().tensor();
+        let b = beta.map(|b| b.into_primitive().tensor());
+        let leaf = |t: &T| t.detach().set_requires_grad(true);
+        let xl = leaf(&x.primitive.tensor);
+        let gl = leaf(&g.primitive.tensor);
+        let bl = b.as_ref().map(|b| leaf(&b.primitive.tensor));
+        let y = xl.layer_norm([d], Some(&gl), bl.as_ref(), epsilon, true);
+        let out = y.detach();
+        let mut leaves = vec![Held(xl), Held(gl)];
+        leaves.extend(bl.map(Held));
+        let state = NormState { y: Held(y), leaves };
+        match b {
+            Some(b) => node!(NormBackward, [x.node, g.node, b.node], state, out),
+            None => node!(NormBackward, [x.node, g.node], state, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::libtorch::LibTorchDevice;
+    use burn::nn::{LayerNormConfig, LinearConfig};
+    use burn::tensor::Distribution;
+    use combiner::kernel::{layer_kernel, layer_norm, linear};
+
+    type B = Ad<f32>;
+
+    fn max_diff<K: Backend, const D: usize>(a: Tensor<K, D>, b: Tensor<K, D>) -> f32 {
+        (a - b).abs().max().into_scalar().elem()
+    }
+
+    /// The fused layers equal burn's generic ones on libtorch's CPU device,
+    /// forward and every gradient, at a shape with leading dims to flatten.
+    #[test]
+    fn fused_layers_match_the_generic_ones() {
+        register::<f32>();
+        assert!(layer_kernel::<B>().is_some());
+        let dev = LibTorchDevice::Cpu;
+        let lin = LinearConfig::new(24, 40).init::<B>(&dev);
+        let mut norm = LayerNormConfig::new(24).init::<B>(&dev);
+        // non-trivial scale and shift, so that their gradients are tested
+        norm.gamma = burn::module::Param::from_tensor(Tensor::random(
+            [24],
+            Distribution::Normal(1.0, 0.3),
+            &dev,
+        ));
+        norm.beta = Some(burn::module::Param::from_tensor(Tensor::random(
+            [24],
+            Distribution::Normal(0.0, 0.3),
+            &dev,
+        )));
+        let x =
+            Tensor::<B, 3>::random([3, 7, 24], Distribution::Normal(0.5, 2.0), &dev).require_grad();
+        let up = Tensor::<B, 3>::random([3, 7, 40], Distribution::Default, &dev);
+        let run = |fused: bool| {
+            combiner::kernel::set_enabled(fused);
+            let h = layer_norm(&norm, x.clone(), 1e-5);
+            let y = linear(&lin, h);
+            combiner::kernel::set_enabled(true);
+            let grads = (y.clone() * up.clone()).sum().backward();
+            let g = |p: &Tensor<B, 1>| p.grad(&grads).unwrap();
+            (
+                y,
+                x.grad(&grads).unwrap(),
+                lin.weight.val().grad(&grads).unwrap(),
+                g(&lin.bias.as_ref().unwrap().val()),
+                g(&norm.gamma.val()),
+                g(&norm.beta.as_ref().unwrap().val()),
+            )
+        };
+        let (y0, gx0, gw0, gb0, gg0, gbeta0) = run(false);
+        let (y1, gx1, gw1, gb1, gg1, gbeta1) = run(true);
+        let tol = 1e-4;
+        let diffs = [
+            ("output", max_diff(y0.inner(), y1.inner())),
+            ("x", max_diff(gx0, gx1)),
+            ("weight", max_diff(gw0, gw1)),
+            ("bias", max_diff(gb0, gb1)),
+            ("gamma", max_diff(gg0, gg1)),
+            ("beta", max_diff(gbeta0, gbeta1)),
+        ];
+        for (name, d) in diffs {
+            assert!(d < tol, "{name}: fused and generic differ by {d}");
+        }
+    }
+}
