@@ -17,7 +17,9 @@ rm -rf $W && mkdir -p $W
 [ -d $DATA/cifar10 ] || $BIN data prepare cifar10 --from gpu-bin/cifar10-jpeg.tar.xz --data-dir $DATA 2>&1 | tail -1
 NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 [ -n "$NCU" ] || { echo "no ncu on this host"; exit 1; }
-"$NCU" --metrics gpu__time_duration.sum --launch-skip "$SKIP" --launch-count "$COUNT" --csv \
+# the GPU's own clocks and caches (ncu locks base clocks and flushes caches
+# between kernels by default), so that the durations are those of a run
+"$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --launch-skip "$SKIP" --launch-count "$COUNT" --csv \
     $BIN --backend tch train --config experiments/image/cifar10.toml --preset "$PRESET" \
     --run-dir $W/run --data-dir $DATA --plain --stop-after 8 > $W/ncu.csv 2> $W/ncu.log
 echo "ncu: exit $?"
@@ -50,7 +52,7 @@ for name, ms in rows:
     by_group[g][0] += ms; by_group[g][1] += 1
     by_kernel[name][0] += ms; by_kernel[name][1] += 1
 with open(f"{out}/profile-groups.md", "w") as f:
-    f.write(f"Nsight Compute, {len(rows)} kernels (launches {skip}-{int(skip) + int(count)}) of the "
+    f.write(f"Nsight Compute (clocks and caches as in a run), {len(rows)} kernels (launches {skip}-{int(skip) + int(count)}) of the "
             f"CIFAR-10 `{preset}` run, binary {version}: {total:.1f} ms of GPU time\n\n")
     f.write("| kernel group | share of GPU time | kernels |\n|---|---:|---:|\n")
     for g, (ms, n) in sorted(by_group.items(), key=lambda kv: -kv[1][0]):

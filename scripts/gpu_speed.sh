@@ -8,6 +8,8 @@
 # Ours: median tokens/s of metrics.jsonl after 10 warm-up steps. Needs
 # gpu-bin/ with the binary (BACKEND=tch by default, or cuda), cifar10-jpeg.tar.xz
 # and tiny-imagenet-{train,val}-small.tar.xz. Writes $OUT/speed.md, speed.json, logs.
+# ABLATION=1 adds bf16 runs with the dense-layer kernels off (--no-fused-layers:
+# fused attention only) and with every kernel off (--no-fused: generic ops).
 source "$(dirname "$0")/gpu_env.sh"
 BACKEND=${BACKEND:-tch}
 DATA=${DATA:-/tmp/data}
@@ -20,9 +22,9 @@ for pair in "cifar10 cifar10-jpeg.tar.xz" "tiny-imagenet-train tiny-imagenet-tra
   $BIN data prepare "$1" --from "gpu-bin/$2" --data-dir $DATA 2>&1 | tail -1
 done
 
-ours() { # config preset name
+ours() { # config preset name [global flags]
   local t0=$(date +%s)
-  $BIN --backend $BACKEND train --config "$1" --preset "$2" --run-dir "$RUNS/$3" \
+  $BIN --backend $BACKEND $4 train --config "$1" --preset "$2" --run-dir "$RUNS/$3" \
       --data-dir $DATA --plain > "$RUNS/$3.log" 2>&1
   echo "$3: exit $?, $(( $(date +%s) - t0 )) s" | tee -a $RUNS/done.txt
 }
@@ -35,10 +37,18 @@ torch() { # dtype seq batch height width name
 
 ours experiments/image/cifar10.toml speed cifar-f32
 ours experiments/image/cifar10.toml speed-bf16 cifar-bf16
+if [ "${ABLATION:-0}" = 1 ]; then
+  ours experiments/image/cifar10.toml speed-bf16 cifar-bf16-attn --no-fused-layers
+  ours experiments/image/cifar10.toml speed-bf16 cifar-bf16-generic --no-fused
+fi
 torch float32 3072 32 32 32 torch-cifar-f32
 torch bfloat16 3072 32 32 32 torch-cifar-bf16
 ours experiments/image/imagenet64.toml speed in64-f32
 ours experiments/image/imagenet64.toml speed-bf16 in64-bf16
+if [ "${ABLATION:-0}" = 1 ]; then
+  ours experiments/image/imagenet64.toml speed-bf16 in64-bf16-attn --no-fused-layers
+  ours experiments/image/imagenet64.toml speed-bf16 in64-bf16-generic --no-fused
+fi
 torch float32 12288 8 64 64 torch-in64-f32
 torch bfloat16 12288 8 64 64 torch-in64-bf16
 
@@ -74,6 +84,20 @@ md = [f"# Training tokens/s, 6 x 512, 8 heads: Combiner-Axial (burn-{backend}) v
       "|---|---:|---:|---:|---:|---:|---:|"] + rows
 open(f"{out}/speed.md", "w").write("\n".join(md) + "\n")
 json.dump(dict(gpu=gpu, commit=commit, backend=backend, shapes=data), open(f"{out}/speed.json", "w"), indent=1)
+abl = []
+for shape, key in [("CIFAR-10, L = 3072, batch 32", "cifar"), ("ImageNet-64, L = 12288, batch 8", "in64")]:
+    g, a, o, t = ours(f"{key}-bf16-generic"), ours(f"{key}-bf16-attn"), ours(f"{key}-bf16"), torch(f"torch-{key}-bf16")
+    if g is None and a is None:
+        continue
+    data[key].update(ours_bf16_generic=g, ours_bf16_attention_kernel=a)
+    f = lambda v: "failed" if v is None else f"{v/1e3:,.0f}k" + ("" if t is None else f" ({v/t:.2f}x)")
+    abl.append(f"| {shape} | {f(g)} | {f(a)} | {f(o)} |")
+if abl:
+    md += ["", "bf16 by kernel (ratio to PyTorch bf16 autocast):", "",
+           "| shape | generic ops (`--no-fused`) | fused attention (`--no-fused-layers`) | fused attention + layers |",
+           "|---|---:|---:|---:|"] + abl
+    open(f"{out}/speed.md", "w").write("\n".join(md) + "\n")
+    json.dump(dict(gpu=gpu, commit=commit, backend=backend, shapes=data), open(f"{out}/speed.json", "w"), indent=1)
 print("\n".join(md))
 PY
 tar czf "$OUT/speed-logs.tar.gz" -C $RUNS --exclude checkpoints .
