@@ -22,7 +22,7 @@ NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/
 "$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --launch-skip "$SKIP" --launch-count "$COUNT" --csv \
     $BIN --backend tch train --config experiments/image/cifar10.toml --preset "$PRESET" \
     --run-dir $W/run --data-dir $DATA --plain --stop-after 8 > $W/ncu.csv 2> $W/ncu.log
-echo "ncu: exit $?"
+echo "ncu: exit $?"; cp $W/ncu.log "$OUT/"; grep -v "^==PROF==" $W/ncu.log | tail -5
 python3 - $W/ncu.csv "$OUT" "$($BIN --version)" "$PRESET" "$SKIP" "$COUNT" <<'PY'
 import csv, collections, re, sys
 path, out, version, preset, skip, count = sys.argv[1:7]

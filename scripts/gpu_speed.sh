@@ -24,7 +24,7 @@ done
 
 ours() { # config preset name [global flags]
   local t0=$(date +%s)
-  $BIN --backend $BACKEND $4 train --config "$1" --preset "$2" --run-dir "$RUNS/$3" \
+  $BIN --backend $BACKEND ${4:-} train --config "$1" --preset "$2" --run-dir "$RUNS/$3" \
       --data-dir $DATA --plain > "$RUNS/$3.log" 2>&1
   echo "$3: exit $?, $(( $(date +%s) - t0 )) s" | tee -a $RUNS/done.txt
 }

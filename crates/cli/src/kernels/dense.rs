@@ -76,18 +76,15 @@ impl<E: TchElement> LayerKernel<LibTorch<E>> for Dense {
     }
 }
 
-/// A tch tensor the autodiff state can hold (`Clone` as a shallow copy).
-struct Held(T);
+/// A tensor the autodiff state holds. burn-tch runs an operation in place
+/// on a tensor whose storage no other burn handle shares, so the state
+/// holds burn's handle (which counts as a share), not only a libtorch view.
+#[derive(Clone, Debug)]
+struct Held(TchTensor);
 
-impl Clone for Held {
-    fn clone(&self) -> Self {
-        Held(self.0.shallow_clone())
-    }
-}
-
-impl std::fmt::Debug for Held {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Held({:?})", self.0.size())
+impl Held {
+    fn t(&self) -> &T {
+        &self.0.tensor
     }
 }
 
@@ -107,13 +104,14 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for LinearBackward 
     fn backward(self, ops: Ops<LinearState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<LibTorch<E>>(&ops.node).tensor;
         let LinearState { x, w } = ops.state;
+        let (x, w) = (x.t(), w.t());
         let [px, pw, pb] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
         if let Some(node) = px {
-            let g = grad.mm(&w.0.tr());
+            let g = grad.mm(&w.tr());
             grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
         }
         if let Some(node) = pw {
-            let g = x.0.tr().mm(&grad);
+            let g = x.tr().mm(&grad);
             grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
         }
         if let Some(node) = pb {
@@ -124,11 +122,24 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for LinearBackward 
 }
 
 /// What the layer-norm backward needs: libtorch's graph of the forward
-/// (its output, which holds the graph, and the leaves).
-#[derive(Clone, Debug)]
+/// (its output, which holds the graph, and the leaves, detached views of
+/// the inputs), and burn's handles of the inputs, which keep burn from
+/// changing them in place before the backward.
+#[derive(Debug)]
 struct NormState {
-    y: Held,
-    leaves: Vec<Held>,
+    y: T,
+    leaves: Vec<T>,
+    inputs: Vec<Held>,
+}
+
+impl Clone for NormState {
+    fn clone(&self) -> Self {
+        NormState {
+            y: self.y.shallow_clone(),
+            leaves: self.leaves.iter().map(T::shallow_clone).collect(),
+            inputs: self.inputs.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -139,10 +150,9 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for NormBackward {
 
     fn backward(self, ops: Ops<NormState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<LibTorch<E>>(&ops.node).tensor;
-        let NormState { y, leaves } = ops.state;
+        let NormState { y, leaves, .. } = ops.state;
         // d/dleaf sum(y * grad): the fused backward seeded with `grad`
-        let root = (&y.0 * &grad).sum(y.0.kind());
-        let leaves: Vec<&T> = leaves.iter().map(|l| &l.0).collect();
+        let root = (&y * &grad).sum(y.kind());
         let gs = T::run_backward(&[root], &leaves, false, false);
         for (parent, g) in ops.parents.into_iter().zip(gs) {
             if let Some(node) = parent {
@@ -181,8 +191,8 @@ impl<E: TchElement> LayerKernel<Ad<E>> for Dense {
         let x = x.into_primitive().tensor();
         let w = weight.into_primitive().tensor();
         let state = LinearState {
-            x: Held(x.primitive.tensor.shallow_clone()),
-            w: Held(w.primitive.tensor.shallow_clone()),
+            x: Held(x.primitive.clone()),
+            w: Held(w.primitive.clone()),
         };
         match bias {
             Some(b) => {
@@ -218,9 +228,11 @@ impl<E: TchElement> LayerKernel<Ad<E>> for Dense {
         let bl = b.as_ref().map(|b| leaf(&b.primitive.tensor));
         let y = xl.layer_norm([d], Some(&gl), bl.as_ref(), epsilon, true);
         let out = y.detach();
-        let mut leaves = vec![Held(xl), Held(gl)];
-        leaves.extend(bl.map(Held));
-        let state = NormState { y: Held(y), leaves };
+        let mut leaves = vec![xl, gl];
+        leaves.extend(bl);
+        let mut inputs = vec![Held(x.primitive.clone()), Held(g.primitive.clone())];
+        inputs.extend(b.as_ref().map(|b| Held(b.primitive.clone())));
+        let state = NormState { y, leaves, inputs };
         match b {
             Some(b) => node!(NormBackward, [x.node, g.node, b.node], state, out),
             None => node!(NormBackward, [x.node, g.node], state, out),
@@ -249,7 +261,7 @@ mod tests {
         register::<f32>();
         assert!(layer_kernel::<B>().is_some());
         let dev = LibTorchDevice::Cpu;
-        let lin = LinearConfig::new(24, 40).init::<B>(&dev);
+        let lin = LinearConfig::new(24, 24).init::<B>(&dev);
         let mut norm = LayerNormConfig::new(24).init::<B>(&dev);
         // non-trivial scale and shift, so that their gradients are tested
         norm.gamma = burn::module::Param::from_tensor(Tensor::random(
@@ -264,11 +276,14 @@ mod tests {
         )));
         let x =
             Tensor::<B, 3>::random([3, 7, 24], Distribution::Normal(0.5, 2.0), &dev).require_grad();
-        let up = Tensor::<B, 3>::random([3, 7, 40], Distribution::Default, &dev);
+        let up = Tensor::<B, 3>::random([3, 7, 24], Distribution::Default, &dev);
         let run = |fused: bool| {
             combiner::kernel::set_enabled(fused);
-            let h = layer_norm(&norm, x.clone(), 1e-5);
-            let y = linear(&lin, h);
+            // a pre-norm residual block: burn-tch adds the residual in place
+            // into `r`'s storage, which the norm's backward still needs
+            let r = x.clone() * 2.0;
+            let h = layer_norm(&norm, r.clone(), 1e-5);
+            let y = r + linear(&lin, h);
             combiner::kernel::set_enabled(true);
             let grads = (y.clone() * up.clone()).sum().backward();
             let g = |p: &Tensor<B, 1>| p.grad(&grads).unwrap();

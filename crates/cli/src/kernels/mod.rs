@@ -122,14 +122,20 @@ impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Efficient {
             .iter()
             .zip(&inputs)
             .map(|(t, [q, k, v])| {
-                Term::new(
+                let mut term = Term::new(
                     t,
                     q.primitive.tensor.shallow_clone(),
                     k.primitive.tensor.shallow_clone(),
                     v.primitive.tensor.shallow_clone(),
                     len,
                     scale,
-                )
+                );
+                term.inputs = vec![
+                    q.primitive.clone(),
+                    k.primitive.clone(),
+                    v.primitive.clone(),
+                ];
+                term
             })
             .collect();
         let merged = merge(&mut prepared);
@@ -182,6 +188,10 @@ struct Term {
     scale: f64,
     seed: T,
     offset: T,
+    /// burn's handles of the inputs whose storage `q`, `k`, `v` may view:
+    /// burn-tch changes a tensor in place only when no other handle shares
+    /// its storage, so holding them keeps the inputs as the backward needs.
+    inputs: Vec<TchTensor>,
 }
 
 impl std::fmt::Debug for Term {
@@ -205,6 +215,7 @@ impl Clone for Term {
             scale: self.scale,
             seed: self.seed.shallow_clone(),
             offset: self.offset.shallow_clone(),
+            inputs: self.inputs.clone(),
         }
     }
 }
@@ -263,6 +274,7 @@ impl Term {
             scale,
             seed: T::new(),
             offset: T::new(),
+            inputs: Vec::new(),
         }
     }
 
