@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod metrics;
+pub mod optim;
 pub mod schedule;
 
 use std::collections::VecDeque;

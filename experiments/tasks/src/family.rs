@@ -8,9 +8,7 @@ use anyhow::{Context, Result};
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
-use burn::grad_clipping::GradientClippingConfig;
 use burn::module::{AutodiffModule, Module};
-use burn::optim::AdamWConfig;
 use burn::prelude::*;
 use burn::record::{DefaultRecorder, Recorder};
 use burn::tensor::backend::AutodiffBackend;
@@ -26,6 +24,7 @@ use combiner_models::lm::LmConfig;
 use combiner_models::lra::LraConfig;
 use combiner_models::mlm::MlmConfig;
 use combiner_nn::{Objective, OnlineKmeans, StepOutput};
+use combiner_train::optim::AdamW;
 use combiner_train::{checkpoint_dir, checkpoints_of, fit, FitOptions, FitReport, WarmupDecay};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -264,10 +263,7 @@ where
         step: 0,
         decay: s.schedule,
     };
-    let optim = AdamWConfig::new()
-        .with_weight_decay(s.weight_decay as f32)
-        .with_grad_clipping(s.grad_clip.map(|c| GradientClippingConfig::Norm(c as f32)))
-        .init();
+    let optim = AdamW::new(s.weight_decay as f32, s.grad_clip.map(|c| c as f32)).init();
     let opts = FitOptions {
         objective,
         ..plan.opts

@@ -258,6 +258,9 @@ mod tests {
     /// forward and every gradient, at a shape with leading dims to flatten.
     #[test]
     fn fused_layers_match_the_generic_ones() {
+        let _serial = crate::kernels::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         register::<f32>();
         assert!(layer_kernel::<B>().is_some());
         let dev = LibTorchDevice::Cpu;

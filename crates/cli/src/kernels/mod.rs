@@ -38,7 +38,12 @@ use burn::tensor::{bf16, f16, DType, TensorPrimitive};
 use combiner::kernel::{register, Call, JointKernel, TermInput};
 use tch::{Kind, Tensor as T};
 
+mod adamw;
 mod dense;
+
+/// Tests that turn kernels on and off run one at a time.
+#[cfg(test)]
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Registers the joint-softmax and dense-layer kernels for every tch
 /// backend type the binary runs.
@@ -47,6 +52,7 @@ pub fn register_tch() {
         register::<LibTorch<E>>(Arc::new(Efficient));
         register::<Autodiff<LibTorch<E>>>(Arc::new(Efficient));
         dense::register::<E>();
+        adamw::register::<E>();
     }
     both::<f32>();
     both::<bf16>();
