@@ -214,6 +214,7 @@ fn block_attention<B: Backend>(
     let call = crate::kernel::Call {
         dtype: q.dtype(),
         head_dim: d,
+        batch: b,
         batch_heads: b * h,
         min_group_size: g,
         max_groups: c,
@@ -708,6 +709,7 @@ pub fn joint_attention<B: Backend>(
     let call = crate::kernel::Call {
         dtype: first.dtype(),
         head_dim: d,
+        batch: b,
         batch_heads: b * h,
         min_group_size: layout.terms.iter().map(|t| t.group_size).min().unwrap_or(0),
         max_groups: layout.terms.iter().map(|t| t.groups).max().unwrap_or(0),

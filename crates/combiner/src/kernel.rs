@@ -59,6 +59,8 @@ pub struct Call {
     pub dtype: DType,
     /// Width of one head.
     pub head_dim: usize,
+    /// Batch size.
+    pub batch: usize,
     /// `batch * heads`.
     pub batch_heads: usize,
     /// The smallest `group_size` of the terms.

@@ -63,7 +63,7 @@ pub fn register_tch() {
 struct Efficient;
 
 /// CUDA's limit on the grid's second and third dims, which hold the
-/// kernel's heads (here: groups) and batches (here: batch x heads).
+/// kernel's heads and batches (here: batch x blocks).
 const MAX_GRID: usize = 65_535;
 
 /// Below this many queries per block most of the kernel's 64-query tile
@@ -76,7 +76,7 @@ fn accepts(call: &Call, device: &LibTorchDevice) -> bool {
         && matches!(device, LibTorchDevice::Cuda(_))
         && call.head_dim.is_multiple_of(8)
         && call.min_group_size >= MIN_GROUP
-        && call.max_groups <= MAX_GRID
+        && call.batch * call.max_groups <= MAX_GRID
         && call.batch_heads <= MAX_GRID
 }
 
@@ -176,16 +176,23 @@ impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Efficient {
     }
 }
 
-/// One term on the device, in the kernel's `[B, H, M, K]` form:
-/// `B = b * h` batches of `H = groups` blocks of `M = group_size` queries.
+/// One term on the device in the kernel's layout `[B, M, H, K]`: `B = b *
+/// groups` batches (each block of each sequence), `M = group_size` queries
+/// (or `width` items), `H = h` heads, `K = d`. A sequence's q, k, v as the
+/// projections make them, `[b, len, h, d]` viewed as `[b, h, len, d]`,
+/// are this layout already wherever a term's blocks are runs of
+/// consecutive positions (the local blocks of Combiner-Axial row-major and
+/// Combiner-Fixed): no copies in, out or backward. Other terms are copied
+/// into it.
 struct Term {
     q: T,
     k: T,
     v: T,
-    /// `[B, groups, group_size, width]` additive mask (0 or `MASKED`),
-    /// expanded from one `[groups, group_size, width]` block whose rows are
-    /// 16-aligned, as the kernel requires.
-    bias: T,
+    /// `[b * groups, h, group_size, width]` additive mask (0 or `MASKED`),
+    /// the `[groups, group_size, width]` block repeated per sequence, rows
+    /// 16-aligned as the kernel requires, expanded over heads; `None` when
+    /// every pair counts.
+    bias: Option<T>,
     queries: T,
     inverse: T,
     identity: bool,
@@ -212,7 +219,7 @@ impl Clone for Term {
             q: self.q.shallow_clone(),
             k: self.k.shallow_clone(),
             v: self.v.shallow_clone(),
-            bias: self.bias.shallow_clone(),
+            bias: self.bias.as_ref().map(T::shallow_clone),
             queries: self.queries.shallow_clone(),
             inverse: self.inverse.shallow_clone(),
             identity: self.identity,
@@ -253,18 +260,28 @@ impl Term {
     {
         let [b, h, gs, g, d] = t.q.dims().map(|x| x as i64);
         let w = t.k.dims()[3] as i64;
-        let bh = b * h;
-        let q = last_contiguous(q.reshape([bh, gs, g, d]));
-        let k = last_contiguous(k.reshape([bh, gs, w, d]));
-        let v = last_contiguous(v.reshape([bh, gs, w, d]));
-        let wpad = (w + 15) / 16 * 16;
-        let block = T::zeros([gs, g, wpad], (q.kind(), q.device()));
-        let mut bias = block.narrow(2, 0, w);
-        if let Some(hidden) = &t.hidden {
+        // [b, h, groups, m, d] -> [b * groups, m, h, d] (a view when the
+        // input is laid out as [b, groups, m, h, d])
+        let bmhk =
+            |x: T, m: i64| last_contiguous(x.permute([0, 2, 3, 1, 4]).reshape([b * gs, m, h, d]));
+        let q = bmhk(q, g);
+        let k = bmhk(k, w);
+        let v = bmhk(v, w);
+        let bias = t.hidden.as_ref().map(|hidden| {
+            let wpad = (w + 15) / 16 * 16;
             let hidden: TchTensor = hidden.clone().into_primitive().into();
-            let _ = bias.masked_fill_(&hidden.tensor, f64::from(combiner::exec::MASKED));
-        }
-        let bias = bias.unsqueeze(0).expand([bh, gs, g, w], false);
+            let block = T::zeros([gs, g, wpad], (q.kind(), q.device()));
+            let _ = block
+                .narrow(2, 0, w)
+                .masked_fill_(&hidden.tensor, f64::from(combiner::exec::MASKED));
+            // one copy per sequence: the kernel's batch stride is uniform
+            block
+                .unsqueeze(0)
+                .expand([b, gs, g, wpad], false)
+                .reshape([b * gs, 1, g, wpad])
+                .narrow(3, 0, w)
+                .expand([b * gs, h, g, w], false)
+        });
         let queries: TchTensor = t.queries.clone().into_primitive().into();
         let inverse: TchTensor = t.inverse.clone().into_primitive().into();
         Term {
@@ -330,10 +347,10 @@ impl Term {
     fn forward(&mut self) -> (T, T) {
         let [b, h, gs, g, _, d] = self.dims;
         let (o, lse, seed, offset) = T::internal_scaled_dot_product_efficient_attention(
-            &self.q,
-            &self.k,
-            &self.v,
-            Some(&self.bias),
+            &self.q.transpose(1, 2),
+            &self.k.transpose(1, 2),
+            &self.v.transpose(1, 2),
+            self.bias.as_ref(),
             true,
             0.0,
             false,
@@ -341,8 +358,16 @@ impl Term {
         );
         self.seed = seed;
         self.offset = offset;
-        let o = o.reshape([b, h, gs * g, d]);
-        let lse = lse.narrow(2, 0, g).reshape([b, h, gs * g]);
+        // o: [b * groups, h, m, d] over [b * groups, m, h, d] memory
+        let o = o
+            .transpose(1, 2)
+            .reshape([b, gs * g, h, d])
+            .permute([0, 2, 1, 3]);
+        let lse = lse
+            .narrow(2, 0, g)
+            .reshape([b, gs, h, g])
+            .permute([0, 2, 1, 3])
+            .reshape([b, h, gs * g]);
         (self.to_query(&o), self.to_query(&lse))
     }
 
@@ -350,19 +375,29 @@ impl Term {
     /// of the merged output, `out` and `lse` the merged forward results.
     fn backward(&self, grad: &T, out: &T, lse: &T) -> [T; 3] {
         let [b, h, gs, g, w, d] = self.dims;
-        let bhmk = |x: T| x.reshape([b * h, gs, g, d]).transpose(1, 2).contiguous();
-        let grad_t = bhmk(self.to_term(&grad.to_kind(self.q.kind()), 0.0));
-        let out_t = bhmk(self.to_term(out, 0.0));
+        // [b, h, groups * m, d] -> [b * groups, m, h, d]
+        let bmhk = |x: T| {
+            x.reshape([b, h, gs, g, d])
+                .permute([0, 2, 3, 1, 4])
+                .reshape([b * gs, g, h, d])
+                .contiguous()
+        };
+        let grad_t = bmhk(self.to_term(&grad.to_kind(self.q.kind()), 0.0));
+        let out_t = bmhk(self.to_term(out, 0.0));
         let m_pad = (g + 31) / 32 * 32;
         // padding slots: lse = +inf, so that their probabilities are 0
-        let lse_t = self.to_term(lse, f64::INFINITY).reshape([b * h, gs, g]);
+        let lse_t = self
+            .to_term(lse, f64::INFINITY)
+            .reshape([b, h, gs, g])
+            .permute([0, 2, 1, 3])
+            .reshape([b * gs, h, g]);
         let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
         let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
             &grad_t,
-            &self.q.transpose(1, 2),
-            &self.k.transpose(1, 2),
-            &self.v.transpose(1, 2),
-            Some(&self.bias),
+            &self.q,
+            &self.k,
+            &self.v,
+            self.bias.as_ref(),
             &out_t,
             None::<&T>,
             None::<&T>,
@@ -379,7 +414,9 @@ impl Term {
             None,
             false,
         );
-        [(gq, g), (gk, w), (gv, w)].map(|(x, m)| x.transpose(1, 2).reshape([b, h, gs, m, d]))
+        // [b * groups, m, h, d] -> [b, h, groups, m, d]
+        [(gq, g), (gk, w), (gv, w)]
+            .map(|(x, m)| x.reshape([b, gs, m, h, d]).permute([0, 3, 1, 2, 4]))
     }
 }
 
