@@ -88,8 +88,9 @@ struct Cli {
     /// layers as one addmm, layer norm as one kernel); for comparing.
     #[arg(long, global = true, help_heading = "Backend")]
     no_fused: bool,
-    /// Keep the fused joint softmax but run linear layers and layer norms
-    /// with generic operations (to measure what each kernel adds).
+    /// Keep the fused joint softmax but run linear layers, layer norms and
+    /// the optimizer step with generic operations (to measure what each
+    /// kernel adds).
     #[arg(long, global = true, help_heading = "Backend")]
     no_fused_layers: bool,
     #[command(subcommand)]

@@ -190,16 +190,24 @@ pub fn register_layers<B: Backend>(kernel: Arc<dyn LayerKernel<B>>) {
 
 static LAYERS_ENABLED: AtomicBool = AtomicBool::new(true);
 
-/// Turns the dense-layer kernels on or off on their own (with the
-/// attention kernels on: to measure what each adds).
+/// Turns the kernels outside attention (dense layers, the optimizer step)
+/// on or off on their own (with the attention kernels on: to measure what
+/// each adds).
 pub fn set_layers_enabled(on: bool) {
     LAYERS_ENABLED.store(on, Ordering::Relaxed);
+}
+
+/// Whether kernels outside attention (dense layers, the optimizer step)
+/// are used: kernels are enabled and [`set_layers_enabled`] did not turn
+/// these off.
+pub fn layers_enabled() -> bool {
+    enabled() && LAYERS_ENABLED.load(Ordering::Relaxed)
 }
 
 /// The dense-layer kernel registered for `B`, when kernels (and the
 /// dense-layer kernels among them) are enabled.
 pub fn layer_kernel<B: Backend>() -> Option<Arc<dyn LayerKernel<B>>> {
-    if !enabled() || !LAYERS_ENABLED.load(Ordering::Relaxed) {
+    if !layers_enabled() {
         return None;
     }
     let map = layer_registry().read().unwrap_or_else(|e| e.into_inner());

@@ -77,7 +77,7 @@ pub fn register_adamw<B: Backend>(kernel: Arc<dyn AdamWKernel<B>>) {
 }
 
 fn kernel<B: Backend>() -> Option<Arc<dyn AdamWKernel<B>>> {
-    if !combiner::kernel::enabled() {
+    if !combiner::kernel::layers_enabled() {
         return None;
     }
     let map = registry().read().unwrap_or_else(|e| e.into_inner());
