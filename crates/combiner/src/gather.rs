@@ -163,7 +163,7 @@ impl View {
     fn read<B: Backend>(&self, x: Tensor<B, 4>, offset: usize) -> Tensor<B, 4> {
         let [b, h, _, f] = x.dims();
         match *self {
-            View::Range { start, n } => x.narrow(2, start - offset, n),
+            View::Range { start, n } => narrow(x, 2, start - offset, n),
             View::Blocks {
                 start,
                 outer,
@@ -210,9 +210,28 @@ fn grid<B: Backend>(
     cols: usize,
 ) -> Tensor<B, 5> {
     let [b, h, _, f] = x.dims();
-    x.narrow(2, start, rows * stride)
-        .reshape([b, h, rows, stride, f])
-        .narrow(3, 0, cols)
+    narrow(
+        narrow(x, 2, start, rows * stride).reshape([b, h, rows, stride, f]),
+        3,
+        0,
+        cols,
+    )
+}
+
+/// `x.narrow(dim, start, len)`, or `x` itself when that is all of it: a
+/// narrow is a slice whose backward writes the gradient into zeros of the
+/// whole (a fill and a copy), for nothing when nothing is cut.
+fn narrow<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    dim: usize,
+    start: usize,
+    len: usize,
+) -> Tensor<B, D> {
+    if start == 0 && len == x.dims()[dim] {
+        x
+    } else {
+        x.narrow(dim, start, len)
+    }
 }
 
 /// A row gather along dim 2 of `[b, h, m, f]` tensors: the index tensor on
