@@ -135,15 +135,13 @@ pub fn run_on_dtype<J: BackendJob>(
     match (kind, dtype) {
         (_, Dtype::F32) => run_on(kind, index, job),
         #[cfg(feature = "tch")]
-        (BackendKind::Tch, Dtype::Bf16) => job
-            .run::<burn::backend::libtorch::LibTorch<burn::tensor::bf16>>(
-                burn::backend::libtorch::LibTorchDevice::Cuda(index),
-            ),
+        (BackendKind::Tch, Dtype::Bf16) => {
+            job.run::<burn::backend::libtorch::LibTorch<burn::tensor::bf16>>(tch_device(index)?)
+        }
         #[cfg(feature = "tch")]
-        (BackendKind::Tch, Dtype::F16) => job
-            .run::<burn::backend::libtorch::LibTorch<burn::tensor::f16>>(
-                burn::backend::libtorch::LibTorchDevice::Cuda(index),
-            ),
+        (BackendKind::Tch, Dtype::F16) => {
+            job.run::<burn::backend::libtorch::LibTorch<burn::tensor::f16>>(tch_device(index)?)
+        }
         #[cfg(feature = "cuda")]
         (BackendKind::Cuda, Dtype::Bf16) => job
             .run::<burn::backend::cuda::Cuda<burn::tensor::bf16>>(
@@ -241,14 +239,31 @@ fn cuda<J: BackendJob>(_index: usize, _job: J) -> Result<J::Output> {
     Err(not_compiled(BackendKind::Cuda))
 }
 
+/// CUDA device `index` of libtorch, or an error saying how many it sees
+/// (libtorch itself would abort on the first tensor).
+#[cfg(feature = "tch")]
+fn tch_device(index: usize) -> Result<burn::backend::libtorch::LibTorchDevice> {
+    let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+    anyhow::ensure!(
+        index < count,
+        "--backend tch runs on CUDA device {index}, but libtorch sees {count} CUDA device(s) \
+         (no NVIDIA GPU or driver on this machine?)"
+    );
+    Ok(burn::backend::libtorch::LibTorchDevice::Cuda(index))
+}
+
 #[cfg(feature = "tch")]
 fn tch<J: BackendJob>(index: usize, job: J) -> Result<J::Output> {
-    use burn::backend::libtorch::{LibTorch, LibTorchDevice};
+    use burn::backend::libtorch::LibTorch;
     let many = job.devices();
     if many.len() > 1 {
-        return job.run_many::<LibTorch<f32>>(many.into_iter().map(LibTorchDevice::Cuda).collect());
+        let devices = many
+            .into_iter()
+            .map(tch_device)
+            .collect::<Result<Vec<_>>>()?;
+        return job.run_many::<LibTorch<f32>>(devices);
     }
-    job.run::<LibTorch<f32>>(LibTorchDevice::Cuda(index))
+    job.run::<LibTorch<f32>>(tch_device(index)?)
 }
 
 #[cfg(not(feature = "tch"))]
