@@ -1,4 +1,5 @@
-//! Fused backend kernels for the joint softmax of eq. (9).
+//! Fused backend kernels for the joint softmax of eq. (9) and for the dense
+//! layers around it ([`LayerKernel`]: linear layers and layer norms).
 //!
 //! [`exec::joint_attention`](crate::exec) computes the logits of every term,
 //! one softmax over all of them and the weighted sum of the values with
