@@ -20,8 +20,8 @@
 //! operations.
 //!
 //! The kernel runs bf16 and f16 tensors on CUDA devices with head dims
-//! divisible by 8, at least 16 queries per block and at most 65,535 blocks
-//! per term and batch x heads (CUDA's grid limits); f32, the CPU and other
+//! divisible by 8, at least 16 queries per block, and at most 65,535
+//! batch x blocks and batch x heads (CUDA's grid limits); f32, the CPU and other
 //! shapes keep the generic operations (exact f32 arithmetic, as the oracle
 //! tests check).
 
