@@ -83,12 +83,46 @@ pub trait JointKernel<B: Backend>: Send + Sync {
     fn joint(&self, terms: &[TermInput<B>], len: usize, scale: f64) -> Tensor<B, 4>;
 }
 
-type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
+/// Kernels of one kind per backend type, `K` the kind's trait object
+/// (`dyn JointKernel<B>`, `dyn LayerKernel<B>`, ...): the binary registers
+/// one per concrete backend at start-up, generic code looks its own up.
+pub struct Registry(OnceLock<RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>>);
 
-fn registry() -> &'static Registry {
-    static KERNELS: OnceLock<Registry> = OnceLock::new();
-    KERNELS.get_or_init(Default::default)
+impl Registry {
+    /// An empty registry (for a `static`).
+    pub const fn new() -> Self {
+        Registry(OnceLock::new())
+    }
+
+    fn map(&self) -> &RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>> {
+        self.0.get_or_init(Default::default)
+    }
+
+    /// Makes `kernel` the kernel of backend `B` (replacing any earlier one).
+    pub fn insert<B: 'static, K: ?Sized + Send + Sync + 'static>(&self, kernel: Arc<K>) {
+        self.map()
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(TypeId::of::<B>(), Box::new(kernel));
+    }
+
+    /// The kernel registered for backend `B`.
+    pub fn get<B: 'static, K: ?Sized + Send + Sync + 'static>(&self) -> Option<Arc<K>> {
+        let map = self.map().read().unwrap_or_else(|e| e.into_inner());
+        map.get(&TypeId::of::<B>())
+            .and_then(|k| k.downcast_ref::<Arc<K>>())
+            .cloned()
+    }
 }
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry::new()
+    }
+}
+
+static JOINT: Registry = Registry::new();
+static LAYERS: Registry = Registry::new();
 
 static ENABLED: AtomicBool = AtomicBool::new(true);
 static CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -96,10 +130,7 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 /// Makes `kernel` the joint-softmax kernel of backend `B` (replacing any
 /// earlier one).
 pub fn register<B: Backend>(kernel: Arc<dyn JointKernel<B>>) {
-    registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(TypeId::of::<B>(), Box::new(kernel));
+    JOINT.insert::<B, _>(kernel);
 }
 
 /// Turns every registered kernel on or off (off: the generic operations
@@ -141,10 +172,7 @@ pub fn kernel<B: Backend>() -> Option<Arc<dyn JointKernel<B>>> {
     if !enabled() {
         return None;
     }
-    let map = registry().read().unwrap_or_else(|e| e.into_inner());
-    map.get(&TypeId::of::<B>())
-        .and_then(|k| k.downcast_ref::<Arc<dyn JointKernel<B>>>())
-        .cloned()
+    JOINT.get::<B, dyn JointKernel<B>>()
 }
 
 /// Dense layers a backend may run as single fused operations: `x W + b`
@@ -175,18 +203,10 @@ pub trait LayerKernel<B: Backend>: Send + Sync {
     ) -> Tensor<B, 2>;
 }
 
-fn layer_registry() -> &'static Registry {
-    static KERNELS: OnceLock<Registry> = OnceLock::new();
-    KERNELS.get_or_init(Default::default)
-}
-
 /// Makes `kernel` the dense-layer kernel of backend `B` (replacing any
 /// earlier one); [`set_enabled`] turns it off with the attention kernels.
 pub fn register_layers<B: Backend>(kernel: Arc<dyn LayerKernel<B>>) {
-    layer_registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(TypeId::of::<B>(), Box::new(kernel));
+    LAYERS.insert::<B, _>(kernel);
 }
 
 static LAYERS_ENABLED: AtomicBool = AtomicBool::new(true);
@@ -211,10 +231,7 @@ pub fn layer_kernel<B: Backend>() -> Option<Arc<dyn LayerKernel<B>>> {
     if !layers_enabled() {
         return None;
     }
-    let map = layer_registry().read().unwrap_or_else(|e| e.into_inner());
-    map.get(&TypeId::of::<B>())
-        .and_then(|k| k.downcast_ref::<Arc<dyn LayerKernel<B>>>())
-        .cloned()
+    LAYERS.get::<B, dyn LayerKernel<B>>()
 }
 
 /// `layer.forward(x)`, through the backend's [`LayerKernel`] when it has

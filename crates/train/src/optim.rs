@@ -10,9 +10,7 @@
 //! and returns the new ones (burn's generic form is about twenty tensor
 //! operations per parameter, each a kernel launch on a GPU).
 
-use std::any::{Any, TypeId};
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::Arc;
 
 use burn::grad_clipping::GradientClipping;
 use burn::module::AutodiffModule;
@@ -21,6 +19,7 @@ use burn::optim::LearningRate;
 use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, SimpleOptimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
+use combiner::kernel::Registry;
 
 /// The scalars of one AdamW step of one parameter.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,39 +59,30 @@ pub trait AdamWKernel<B: Backend>: Send + Sync {
     ) -> [Tensor<B, 1>; 3];
 }
 
-type Registry = RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>;
-
-fn registry() -> &'static Registry {
-    static KERNELS: OnceLock<Registry> = OnceLock::new();
-    KERNELS.get_or_init(Default::default)
-}
+static KERNELS: Registry = Registry::new();
 
 /// Makes `kernel` the AdamW step of backend `B` (the inner backend that
 /// optimizers run on).
 pub fn register_adamw<B: Backend>(kernel: Arc<dyn AdamWKernel<B>>) {
-    registry()
-        .write()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(TypeId::of::<B>(), Box::new(kernel));
+    KERNELS.insert::<B, _>(kernel);
 }
 
 fn kernel<B: Backend>() -> Option<Arc<dyn AdamWKernel<B>>> {
     if !combiner::kernel::layers_enabled() {
         return None;
     }
-    let map = registry().read().unwrap_or_else(|e| e.into_inner());
-    map.get(&TypeId::of::<B>())
-        .and_then(|k| k.downcast_ref::<Arc<dyn AdamWKernel<B>>>())
-        .cloned()
+    KERNELS.get::<B, dyn AdamWKernel<B>>()
 }
+
+/// burn's AdamW defaults, which both paths use.
+const BETA_1: f32 = 0.9;
+const BETA_2: f32 = 0.999;
+const EPSILON: f32 = 1e-5;
 
 /// AdamW (burn's defaults: betas 0.9 / 0.999, epsilon 1e-5) with optional
 /// clipping of each parameter's gradient norm.
 #[derive(Clone)]
 pub struct AdamW {
-    beta_1: f32,
-    beta_2: f32,
-    epsilon: f32,
     weight_decay: f32,
     clip_norm: Option<f32>,
     burn: burn::optim::AdamW,
@@ -101,17 +91,14 @@ pub struct AdamW {
 impl AdamW {
     /// AdamW with `weight_decay` and, when given, clipping to `clip_norm`.
     pub fn new(weight_decay: f32, clip_norm: Option<f32>) -> Self {
-        let config = AdamWConfig::new().with_weight_decay(weight_decay);
         AdamW {
-            beta_1: 0.9,
-            beta_2: 0.999,
-            epsilon: 1e-5,
             weight_decay,
             clip_norm,
-            burn: config
-                .with_beta_1(0.9)
-                .with_beta_2(0.999)
-                .with_epsilon(1e-5)
+            burn: AdamWConfig::new()
+                .with_weight_decay(weight_decay)
+                .with_beta_1(BETA_1)
+                .with_beta_2(BETA_2)
+                .with_epsilon(EPSILON)
                 .build(),
         }
     }
@@ -148,18 +135,18 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
                 s.momentum.moment_2.reshape([n]),
             ),
             None => {
-                let zeros = || Tensor::<B, 1>::zeros([n], &tensor.device()).cast(grad.dtype());
+                let zeros = || Tensor::<B, 1>::zeros([n], (&tensor.device(), grad.dtype()));
                 (1, zeros(), zeros())
             }
         };
         let step = AdamWStep {
             lr,
-            beta_1: self.beta_1,
-            beta_2: self.beta_2,
-            epsilon: self.epsilon,
+            beta_1: BETA_1,
+            beta_2: BETA_2,
+            epsilon: EPSILON,
             weight_decay: self.weight_decay,
-            correction_1: 1.0 - self.beta_1.powi(time as i32),
-            correction_2: 1.0 - self.beta_2.powi(time as i32),
+            correction_1: 1.0 - BETA_1.powi(time as i32),
+            correction_2: 1.0 - BETA_2.powi(time as i32),
             clip_norm: self.clip_norm,
         };
         let [p, m, v] = kernel.step(tensor.reshape([n]), grad.reshape([n]), m, v, &step);
