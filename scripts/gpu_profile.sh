@@ -6,7 +6,7 @@
 #   SKIP=6000 COUNT=3000 PRESET=speed-bf16 bash scripts/gpu_profile.sh
 # Needs gpu-bin/ with the tch binary and cifar10-jpeg.tar.xz (or the data
 # already prepared in $DATA). Writes $OUT/profile-groups.md and
-# $OUT/profile-kernels.txt.
+# $OUT/profile-kernels.txt and $OUT/profile-sequence.txt (every kernel in launch order).
 source "$(dirname "$0")/gpu_env.sh"
 DATA=${DATA:-/tmp/data}
 SKIP=${SKIP:-6000}
@@ -61,5 +61,9 @@ with open(f"{out}/profile-kernels.txt", "w") as f:
     f.write(f"{len(rows)} kernels, {total:.1f} ms total\n")
     for name, (ms, n) in sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:40]:
         f.write(f"{100 * ms / total:5.1f}% {ms:9.2f} ms {n:5d}x  {name[:100]}\n")
+# the window in launch order, to read a step's kernels against the code
+with open(f"{out}/profile-sequence.txt", "w") as f:
+    for i, (name, ms) in enumerate(rows):
+        f.write(f"{i:5d} {1000 * ms:9.1f} us  {name[:120]}\n")
 print(open(f"{out}/profile-groups.md").read())
 PY

@@ -73,6 +73,17 @@ fn is_identity(queries: &[usize], len: usize) -> bool {
         && queries.len() >= len
 }
 
+/// Whether `hidden` (`[groups, g, w]`, true = masked) is the causal mask
+/// of square blocks in every group: query `i` scores items `0..=i`.
+fn is_causal(hidden: &[bool], groups: usize, g: usize, w: usize) -> bool {
+    g == w
+        && hidden.len() == groups * g * w
+        && hidden
+            .iter()
+            .enumerate()
+            .all(|(x, &m)| m == (x % w > (x / w) % g))
+}
+
 /// Shifts along `dim` by one, filling the first slot with `fill`:
 /// `out[t] = x[t - 1]`, turning an inclusive scan into an exclusive one.
 fn shift_right<B: Backend>(x: Tensor<B, 5>, dim: usize, fill: f32) -> Tensor<B, 5> {
@@ -206,6 +217,7 @@ fn block_attention<B: Backend>(
     k: Tensor<B, 5>,
     v: Tensor<B, 5>,
     invalid: Option<&Tensor<B, 3, Bool>>,
+    causal: bool,
     scale: f64,
     dropout: Option<&Dropout>,
 ) -> Tensor<B, 5> {
@@ -231,6 +243,8 @@ fn block_attention<B: Backend>(
                 queries: order.clone(),
                 inverse: order,
                 identity: true,
+                causal,
+                base: None,
             };
             kernel.joint(&[term], c * g, scale).reshape([b, h, c, g, d])
         }
@@ -301,16 +315,16 @@ fn span_summaries<B: Backend>(
                     1,
                 ),
             };
-            let vbar = block_attention(qs, km, vm, t.hidden.as_ref(), scale, dropout).reshape([
-                b,
-                h,
-                c * g,
-                d,
-            ]);
-            let k_span = k_span
-                .unsqueeze_dim::<5>(3)
-                .expand([b, h, c, g, d])
+            let vbar = block_attention(qs, km, vm, t.hidden.as_ref(), t.causal, scale, dropout)
                 .reshape([b, h, c * g, d]);
+            // laid out as the projections are, `[b, spans, h, d]` in
+            // memory, so that kernels read the span terms in place
+            let k_span = k_span
+                .swap_dims(1, 2)
+                .unsqueeze_dim::<5>(2)
+                .expand([b, c, g, h, d])
+                .reshape([b, c * g, h, d])
+                .swap_dims(1, 2);
             (k_span, vbar)
         }
         SpanSet::Prefixes { count, width, .. } | SpanSet::ExcludeOne { count, width, .. } => {
@@ -332,7 +346,7 @@ fn span_summaries<B: Backend>(
                 abs.pool(),
                 exclude,
             ));
-            let vbar = block_attention(q_span, ks, vs, t.hidden.as_ref(), scale, dropout)
+            let vbar = block_attention(q_span, ks, vs, t.hidden.as_ref(), t.causal, scale, dropout)
                 .reshape([b, h, c * w, d]);
             (k_span.reshape([b, h, c * w, d]), vbar)
         }
@@ -375,6 +389,8 @@ struct SetTensors<B: Backend> {
     /// The local expectations' mask (true = masked), `[count, queries,
     /// width]`; `None` when nothing is masked.
     hidden: Option<Tensor<B, 3, Bool>>,
+    /// Whether `hidden` is the causal mask of square blocks.
+    causal: bool,
 }
 
 /// The index and mask tensors of one term on a device.
@@ -389,6 +405,8 @@ struct TermTensors<B: Backend> {
     inverse: Rows<B>,
     /// Whether the query order is `0..len` followed only by padding.
     identity: bool,
+    /// Whether `hidden` is the causal mask of square blocks.
+    causal: bool,
 }
 
 /// Every index and mask tensor the executor needs for one [`Layout`] on one
@@ -427,6 +445,7 @@ impl<B: Backend> LayoutTensors<B> {
                 let valid: Vec<bool> = members.iter().map(|&p| p < len).collect();
                 let all_valid = valid.iter().all(|&v| v);
                 let valid_t = bool_tensor::<B, 2>(valid.clone(), [c, w], device);
+                let mut causal = false;
                 let hidden = match set {
                     // every query of a block sees the block's valid slots
                     SpanSet::Blocks { .. } => {
@@ -441,7 +460,7 @@ impl<B: Backend> LayoutTensors<B> {
                     }
                     _ => {
                         let exclude = matches!(set, SpanSet::ExcludeOne { .. });
-                        let hidden = (0..c)
+                        let hidden: Vec<bool> = (0..c)
                             .flat_map(|s| {
                                 let valid = &valid;
                                 (0..w).flat_map(move |t| {
@@ -452,6 +471,7 @@ impl<B: Backend> LayoutTensors<B> {
                                 })
                             })
                             .collect();
+                        causal = is_causal(&hidden, c, w, w);
                         some_masked::<B>(hidden, [c, w, w], device)
                     }
                 };
@@ -461,6 +481,7 @@ impl<B: Backend> LayoutTensors<B> {
                     valid: valid_t,
                     all_valid,
                     hidden,
+                    causal,
                 }
             })
             .collect();
@@ -475,14 +496,12 @@ impl<B: Backend> LayoutTensors<B> {
                         inv[p] = a;
                     }
                 }
+                let hidden: Vec<bool> = term.mask.iter().map(|m| !m).collect();
                 TermTensors {
                     queries: Rows::new(&term.queries, device),
                     items: Rows::new(&term.items, device),
-                    hidden: some_masked::<B>(
-                        term.mask.iter().map(|m| !m).collect(),
-                        [gs, g, w],
-                        device,
-                    ),
+                    causal: is_causal(&hidden, gs, g, w),
+                    hidden: some_masked::<B>(hidden, [gs, g, w], device),
                     inverse: Rows::new(&inv, device),
                     identity: is_identity(&term.queries, len),
                 }
@@ -723,13 +742,15 @@ pub fn joint_attention<B: Backend>(
             .map(|(term, t)| {
                 let (gs, g, w) = (term.groups, term.group_size, term.width);
                 crate::kernel::TermInput {
-                    q: q_ext.take(&t.queries).reshape([b, h, gs, g, d]),
-                    k: k_table.take(&t.items).reshape([b, h, gs, w, d]),
-                    v: v_table.take(&t.items).reshape([b, h, gs, w, d]),
+                    q: q_ext.take_grouped(&t.queries, gs, g),
+                    k: k_table.take_grouped(&t.items, gs, w),
+                    v: v_table.take_grouped(&t.items, gs, w),
                     hidden: t.hidden.clone(),
                     queries: t.queries.index().clone(),
                     inverse: t.inverse.index().clone(),
                     identity: t.identity,
+                    causal: t.causal,
+                    base: Some(first.clone()),
                 }
             })
             .collect();
@@ -865,6 +886,51 @@ mod view_tests {
             rows.extend([&term.queries, &term.items, &term.inverse]);
         }
         (rows.iter().filter(|r| r.is_view()).count(), rows.len())
+    }
+
+    /// Kernels may apply a causal mask without reading it: exactly the
+    /// blocks whose mask is `j <= i` in every block are flagged.
+    #[test]
+    fn causal_blocks_are_flagged() {
+        let dev = Default::default();
+        let t = |name: &str, len: usize, mode: Mode| {
+            let layout = Plan::from_name(name).unwrap().layout(len, mode).unwrap();
+            let t = LayoutTensors::<B>::new(&layout, &dev);
+            (
+                t.terms.iter().map(|x| x.causal).collect::<Vec<_>>(),
+                t.sets.iter().map(|x| x.causal).collect::<Vec<_>>(),
+            )
+        };
+        // row-major LM: the own row is causal, the spans of earlier rows are
+        // strictly earlier (not `j <= i`); a span's local expectation sees
+        // its whole row
+        assert_eq!(
+            t("axial-rowmajor", 1024, Mode::Lm),
+            (vec![true, false], vec![false])
+        );
+        assert_eq!(
+            t("axial-rowmajor", 1024, Mode::Mlm),
+            (vec![false, false], vec![false])
+        );
+        // a ragged last row masks the padding cells too
+        assert_eq!(t("axial-rowmajor", 1000, Mode::Lm).0, vec![false, false]);
+        // vertical LM: column prefixes are inclusive scans
+        assert_eq!(t("axial-vertical", 1024, Mode::Lm).1, vec![true]);
+        assert!(is_causal(&[false, true, false, false], 1, 2, 2));
+        assert!(!is_causal(&[true, false, false, false], 1, 2, 2));
+        assert!(!is_causal(&[false, false, false, false], 1, 2, 2));
+        assert!(is_causal(
+            &[false, true, false, false, false, true, false, false],
+            2,
+            2,
+            2
+        ));
+        assert!(!is_causal(
+            &[false, true, false, false, false, false, false, false],
+            2,
+            2,
+            2
+        ));
     }
 
     /// The grid plans at a length that fills their grid gather nothing: every

@@ -199,6 +199,43 @@ impl View {
     }
 }
 
+impl View {
+    /// The rows of `x: [b, h, m, f]` the view names as a `[b, h, groups,
+    /// size, f]` tensor, row `a * size + j` at `[.., a, j, ..]`: a strided
+    /// view (no copy) where the view's runs are the groups, `None` otherwise.
+    fn read_grouped<B: Backend>(
+        &self,
+        x: Tensor<B, 4>,
+        offset: usize,
+        groups: usize,
+        size: usize,
+    ) -> Option<Tensor<B, 5>> {
+        let [b, h, _, f] = x.dims();
+        match *self {
+            View::Range { start, n } if n == groups * size => {
+                Some(narrow(x, 2, start - offset, n).reshape([b, h, groups, size, f]))
+            }
+            View::Blocks {
+                start,
+                outer,
+                inner,
+                stride,
+            } if (outer, inner) == (groups, size) => {
+                Some(grid(x, start - offset, outer, stride, inner))
+            }
+            View::Transposed {
+                start,
+                outer,
+                inner,
+                stride,
+            } if (outer, inner) == (groups, size) => {
+                Some(grid(x, start - offset, inner, stride, outer).swap_dims(2, 3))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// Rows `start..start + rows * stride` of `x: [b, h, m, f]` as a
 /// `[b, h, rows, cols, f]` grid: `rows` runs of `cols` consecutive rows,
 /// `stride` apart.
@@ -348,6 +385,29 @@ impl<B: Backend> Table<B> {
             .clone();
         whole.select(2, rows.index.clone())
     }
+
+    /// Rows `rows` of the stack as `[b, h, groups, size, f]` (row `a * size
+    /// + j` at `[.., a, j, ..]`): a strided view of one part wherever the
+    /// rows are a grid of it, so that the attention kernels read blocks and
+    /// transposed blocks in place; [`Table::take`] reshaped otherwise.
+    pub fn take_grouped(&self, rows: &Rows<B>, groups: usize, size: usize) -> Tensor<B, 5> {
+        if let Some(view) = rows.view {
+            let (start, end) = view.window();
+            let mut offset = 0;
+            for part in &self.parts {
+                let m = part.dims()[2];
+                if offset <= start && end <= offset + m {
+                    if let Some(x) = view.read_grouped(part.clone(), offset, groups, size) {
+                        return x;
+                    }
+                    break;
+                }
+                offset += m;
+            }
+        }
+        let [b, h, _, f] = self.parts[0].dims();
+        self.take(rows).reshape([b, h, groups, size, f])
+    }
 }
 
 #[cfg(test)]
@@ -443,6 +503,48 @@ mod tests {
             let rows = Rows::<B>::new(&idx, &dev);
             let want = whole.clone().select(2, int_tensor(&idx, &dev));
             assert_eq!(table.take(&rows).to_data(), want.to_data(), "{idx:?}");
+        }
+    }
+
+    #[test]
+    fn grouped_reads_are_the_rows_reshaped_forward_and_backward() {
+        let dev = Default::default();
+        let grid = |n: usize, m: usize, off: usize| -> Vec<usize> {
+            (0..m)
+                .flat_map(|c| (0..n).map(move |r| off + r * m + c))
+                .collect()
+        };
+        // (rows, groups, size)
+        let cases = vec![
+            ((0..12).collect::<Vec<_>>(), 3, 4),
+            ((0..12).collect(), 12, 1),
+            (grid(3, 4, 0), 4, 3),
+            (grid(4, 3, 5), 3, 4),
+            (grid(3, 4, 0), 2, 6), // a transposed grid read in other groups
+            ((0..4).flat_map(|r| r * 5..r * 5 + 2).collect(), 4, 2),
+            ((0..4).flat_map(|r| r * 5..r * 5 + 2).collect(), 2, 4),
+            (vec![3, 1, 2, 0], 2, 2),
+            ([2, 3, 4].repeat(2), 2, 3),
+        ];
+        for (idx, groups, size) in cases {
+            let x = source::<A>(21, &dev).require_grad();
+            let y = source::<A>(21, &dev).require_grad();
+            let table = Table::new(vec![x.clone().narrow(2, 0, 20), x.clone().narrow(2, 20, 1)]);
+            let rows = Rows::<A>::new(&idx, &dev);
+            let grouped = table.take_grouped(&rows, groups, size);
+            let want = y
+                .clone()
+                .select(2, int_tensor(&idx, &dev))
+                .reshape([2, 3, groups, size, 2]);
+            assert_eq!(grouped.to_data(), want.to_data(), "{idx:?}");
+            let w = source::<A>(idx.len(), &dev).reshape([2, 3, groups, size, 2]);
+            let gx = (grouped * w.clone()).sum().backward();
+            let gy = (want * w).sum().backward();
+            assert_eq!(
+                x.grad(&gx).unwrap().to_data(),
+                y.grad(&gy).unwrap().to_data(),
+                "{idx:?}"
+            );
         }
     }
 

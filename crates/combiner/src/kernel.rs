@@ -51,6 +51,16 @@ pub struct TermInput<B: Backend> {
     /// Whether slot `i` holds position `i` for every `i < len` (the slots
     /// past `len` are padding).
     pub identity: bool,
+    /// Whether `hidden` is exactly the causal mask of square blocks
+    /// (`group_size == width`, query `i` of every block scores items
+    /// `0..=i`), which kernels may apply without reading a mask.
+    pub causal: bool,
+    /// The queries in query order, `[b, h, len, d]`, of which `q` may be a
+    /// strided view (the executor reads blocks and transposed blocks in
+    /// place): a kernel that finds `q` covering it exactly can write its
+    /// output in query order without a gather. `None` when there is no
+    /// such tensor (the term's slot order is its query order).
+    pub base: Option<Tensor<B, 4>>,
 }
 
 /// The shape of one joint softmax, for a kernel to decide whether it runs it.

@@ -2,22 +2,30 @@
 //!
 //! Each term of the joint softmax is a batch of small dense attentions
 //! (`groups` blocks of `group_size` queries over `width` items, some pairs
-//! masked), which is what PyTorch's memory-efficient attention (the CUTLASS
-//! kernel behind `scaled_dot_product_attention` with a mask) computes
-//! without writing the logits to memory: one call per term, the mask as an
-//! additive bias. The terms' outputs `o_t` and log-sum-exps `lse_t` are
-//! merged per query as split attention is (`lse = logsumexp_t lse_t`,
-//! `o = sum_t exp(lse_t - lse) o_t`), which is the one softmax over the
-//! union of the terms.
+//! masked). A term whose blocks see every item, or exactly the causal
+//! prefix of a square block, runs FlashAttention-2 (PyTorch's
+//! `_scaled_dot_product_flash_attention`, through `flash.rs`); any other
+//! mask runs PyTorch's memory-efficient attention (the CUTLASS kernel
+//! behind `scaled_dot_product_attention` with a mask) with the mask as an
+//! additive bias. Neither writes the logits to memory. The terms' outputs
+//! `o_t` and log-sum-exps `lse_t` are merged per query as split attention
+//! is (`lse = logsumexp_t lse_t`, `o = sum_t exp(lse_t - lse) o_t`), which
+//! is the one softmax over the union of the terms.
 //!
 //! The backward of term `t` is the kernel's backward called with the merged
 //! output `o` and the merged `lse` instead of the term's own: the kernel
 //! forms `P = exp(s - lse)`, the term's block of the joint probabilities,
 //! and `dS = P (dO v - rowsum(dO o))`, the gradient of the joint softmax
 //! restricted to the term's logits; the sum over terms is the exact
-//! gradient. Each term is one autodiff node whose output is its share
-//! `exp(lse_t - lse) o_t`; the shares are added by ordinary tensor
-//! operations.
+//! gradient. The whole joint softmax is one autodiff node.
+//!
+//! No copies in or out where the layout allows: the projections lay q, k,
+//! v out as `[b, len, h, d]`, and a term whose blocks are runs of
+//! consecutive positions (the kernel's batch is (sequence, block)) or
+//! columns of a grid read row by row (the kernel's heads are (column,
+//! head), its sequence the grid's rows) is a strided view of them; the
+//! kernel's output in the same geometry is then the output in query order.
+//! Other terms are copied into the first geometry and gathered back.
 //!
 //! The kernel runs bf16 and f16 tensors on CUDA devices with head dims
 //! divisible by 8, at least 16 queries per block, and at most 65,535
@@ -36,10 +44,11 @@ use burn::backend::libtorch::{LibTorch, LibTorchDevice, TchElement, TchTensor};
 use burn::prelude::*;
 use burn::tensor::{bf16, f16, DType, TensorPrimitive};
 use combiner::kernel::{register, Call, JointKernel, TermInput};
-use tch::{Kind, Tensor as T};
+use tch::Tensor as T;
 
 mod adamw;
 mod dense;
+mod flash;
 
 /// Tests that turn kernels on and off run one at a time.
 #[cfg(test)]
@@ -49,8 +58,8 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// backend type the binary runs.
 pub fn register_tch() {
     fn both<E: TchElement>() {
-        register::<LibTorch<E>>(Arc::new(Efficient));
-        register::<Autodiff<LibTorch<E>>>(Arc::new(Efficient));
+        register::<LibTorch<E>>(Arc::new(Fused));
+        register::<Autodiff<LibTorch<E>>>(Arc::new(Fused));
         dense::register::<E>();
         adamw::register::<E>();
     }
@@ -59,8 +68,8 @@ pub fn register_tch() {
     both::<f16>();
 }
 
-/// PyTorch's memory-efficient attention, one call per term.
-struct Efficient;
+/// FlashAttention-2 or memory-efficient attention, one call per term.
+struct Fused;
 
 /// CUDA's limit on the grid's second and third dims, which hold the
 /// kernel's heads and batches (here: batch x blocks).
@@ -71,6 +80,9 @@ const MAX_GRID: usize = 65_535;
 /// the generic operations are faster there).
 const MIN_GROUP: usize = 16;
 
+/// The largest head dim FlashAttention-2 runs.
+const MAX_FLASH_HEAD_DIM: i64 = 256;
+
 fn accepts(call: &Call, device: &LibTorchDevice) -> bool {
     matches!(call.dtype, DType::BF16 | DType::F16)
         && matches!(device, LibTorchDevice::Cuda(_))
@@ -80,7 +92,11 @@ fn accepts(call: &Call, device: &LibTorchDevice) -> bool {
         && call.batch_heads <= MAX_GRID
 }
 
-impl<E: TchElement> JointKernel<LibTorch<E>> for Efficient {
+fn inner<E: TchElement, const D: usize>(x: &Tensor<LibTorch<E>, D>) -> T {
+    x.clone().into_primitive().tensor().tensor
+}
+
+impl<E: TchElement> JointKernel<LibTorch<E>> for Fused {
     fn accepts(&self, call: &Call, device: &LibTorchDevice) -> bool {
         accepts(call, device)
     }
@@ -96,9 +112,8 @@ impl<E: TchElement> JointKernel<LibTorch<E>> for Efficient {
             .map(|t| {
                 Term::new(
                     t,
-                    t.q.clone().into_primitive().tensor().tensor,
-                    t.k.clone().into_primitive().tensor().tensor,
-                    t.v.clone().into_primitive().tensor().tensor,
+                    [inner(&t.q), inner(&t.k), inner(&t.v)],
+                    t.base.as_ref().map(inner),
                     len,
                     scale,
                 )
@@ -109,7 +124,23 @@ impl<E: TchElement> JointKernel<LibTorch<E>> for Efficient {
     }
 }
 
-impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Efficient {
+/// Finishes the joint node on the parents' `nodes` (burn does not export
+/// the node type, so this is a macro; the count is a const generic).
+macro_rules! joint_node {
+    ($n:literal, $nodes:expr, $state:expr, $out:expr) => {{
+        let nodes: [_; $n] = std::array::from_fn(|i| $nodes[i].clone());
+        match JointBackward
+            .prepare::<NoCheckpointing>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish($state, $out),
+            OpsKind::UnTracked(prep) => prep.finish($out),
+        }
+    }};
+}
+
+impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Fused {
     fn accepts(&self, call: &Call, device: &LibTorchDevice) -> bool {
         accepts(call, device)
     }
@@ -127,71 +158,128 @@ impl<E: TchElement> JointKernel<Autodiff<LibTorch<E>>> for Efficient {
         let mut prepared: Vec<Term> = terms
             .iter()
             .zip(&inputs)
-            .map(|(t, [q, k, v])| {
+            .map(|(t, qkv)| {
+                let base = t
+                    .base
+                    .as_ref()
+                    .map(|x| x.clone().into_primitive().tensor().primitive.tensor);
                 let mut term = Term::new(
                     t,
-                    q.primitive.tensor.shallow_clone(),
-                    k.primitive.tensor.shallow_clone(),
-                    v.primitive.tensor.shallow_clone(),
+                    qkv.clone().map(|x| x.primitive.tensor.shallow_clone()),
+                    base,
                     len,
                     scale,
                 );
-                term.inputs = vec![
-                    q.primitive.clone(),
-                    k.primitive.clone(),
-                    v.primitive.clone(),
-                ];
+                term.inputs = qkv.iter().map(|x| x.primitive.clone()).collect();
                 term
             })
             .collect();
         let merged = merge(&mut prepared);
         let out = TchTensor::new(merged.out);
-        let lse = TchTensor::new(merged.lse);
-        let mut total: Option<Tensor<Autodiff<LibTorch<E>>, 4>> = None;
-        for ((term, share), [q, k, v]) in prepared.into_iter().zip(merged.shares).zip(inputs) {
-            let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
-            let share = TchTensor::new(share);
-            let node = match TermBackward
-                .prepare::<NoCheckpointing>(nodes)
-                .compute_bound()
-                .stateful()
-            {
-                OpsKind::Tracked(prep) => prep.finish(
-                    State {
-                        term,
-                        out: out.clone(),
-                        lse: lse.clone(),
-                    },
-                    share,
-                ),
-                OpsKind::UnTracked(prep) => prep.finish(share),
-            };
-            let share = Tensor::from_primitive(TensorPrimitive::Float(node));
-            total = Some(match total {
-                Some(acc) => acc + share,
-                None => share,
-            });
-        }
-        total.expect("a layout has at least one term")
+        let state = Joint {
+            terms: prepared,
+            out: out.clone(),
+            lse: TchTensor::new(merged.lse),
+        };
+        let nodes: Vec<_> = inputs
+            .iter()
+            .flat_map(|qkv| qkv.iter().map(|x| x.node.clone()))
+            .collect();
+        let out = match nodes.len() {
+            3 => joint_node!(3, nodes, state, out),
+            6 => joint_node!(6, nodes, state, out),
+            9 => joint_node!(9, nodes, state, out),
+            12 => joint_node!(12, nodes, state, out),
+            15 => joint_node!(15, nodes, state, out),
+            18 => joint_node!(18, nodes, state, out),
+            n => panic!("the joint kernel takes 1 to 6 terms, not {}", n / 3),
+        };
+        Tensor::from_primitive(TensorPrimitive::Float(out))
     }
 }
 
-/// One term on the device in the kernel's layout `[B, M, H, K]`: `B = b *
-/// groups` batches (each block of each sequence), `M = group_size` queries
-/// (or `width` items), `H = h` heads, `K = d`. A sequence's q, k, v as the
-/// projections make them, `[b, len, h, d]` viewed as `[b, h, len, d]`,
-/// are this layout already wherever a term's blocks are runs of
-/// consecutive positions (the local blocks of Combiner-Axial row-major and
-/// Combiner-Fixed): no copies in, out or backward. Other terms are copied
-/// into it.
+/// How a term's blocks map onto the kernel's `[B, M, H, K]` layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Geometry {
+    /// `B = b * groups`, `M` = the block, `H = h`: blocks of consecutive
+    /// positions read in place.
+    Blocks,
+    /// `B = b`, `M` = the block, `H = groups * h`: the columns of a grid
+    /// read in place (a column's position stride is the row length, its
+    /// neighbour column is one position on, right after the `h` heads).
+    Heads,
+}
+
+impl Geometry {
+    /// Whether `x: [b, h, groups, m, d]` is this geometry without a copy.
+    fn fits(self, x: &T) -> bool {
+        let (n, s) = (x.size(), x.stride());
+        match self {
+            Geometry::Blocks => n[0] == 1 || s[0] == n[2] * s[2],
+            Geometry::Heads => n[2] == 1 || s[2] == n[1] * s[1],
+        }
+    }
+
+    /// `x: [b, h, groups, m, d]` in the kernel's `[B, m, H, d]` (a view
+    /// where it fits, a copy otherwise).
+    fn of(self, x: &T) -> T {
+        let [b, h, gs, m, d] = dims5(x);
+        let y = match self {
+            Geometry::Blocks => x.permute([0, 2, 3, 1, 4]).reshape([b * gs, m, h, d]),
+            Geometry::Heads => x.permute([0, 3, 2, 1, 4]).reshape([b, m, gs * h, d]),
+        };
+        if y.stride().last() == Some(&1) {
+            y
+        } else {
+            y.contiguous()
+        }
+    }
+
+    /// The kernel's `[B, m, H, d]` back as `[b, h, groups, m, d]`.
+    fn back(self, x: &T, [b, h, gs, m, d]: [i64; 5]) -> T {
+        match self {
+            Geometry::Blocks => x.reshape([b, gs, m, h, d]).permute([0, 3, 1, 2, 4]),
+            Geometry::Heads => x.reshape([b, m, gs, h, d]).permute([0, 3, 2, 1, 4]),
+        }
+    }
+}
+
+fn dims5(x: &T) -> [i64; 5] {
+    let n = x.size();
+    [n[0], n[1], n[2], n[3], n[4]]
+}
+
+/// Where the kernel's output rows go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Order {
+    /// The kernel's `[B, M, H, d]` output, contiguous, is the output
+    /// `[b, len, h, d]` in query order (the queries were read in place).
+    InPlace,
+    /// Slot order (geometry `Blocks`), gathered into query order.
+    Indexed,
+}
+
+/// Which kernel runs the term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attn {
+    /// FlashAttention-2, without a mask or with the causal one.
+    Flash { causal: bool },
+    /// Memory-efficient attention with the mask as a bias.
+    Efficient,
+}
+
+/// One term on the device in the kernel's layout `[B, M, H, K]` (see
+/// [`Geometry`]), `M` the queries of a block or its items.
 struct Term {
     q: T,
     k: T,
     v: T,
-    /// `[b * groups, h, group_size, width]` additive mask (0 or `MASKED`),
-    /// the `[groups, group_size, width]` block repeated per sequence, rows
-    /// 16-aligned as the kernel requires, expanded over heads; `None` when
-    /// every pair counts.
+    geometry: Geometry,
+    order: Order,
+    attn: Attn,
+    /// `[B, H, group_size, width]` additive mask (0 or `MASKED`), the
+    /// `[groups, group_size, width]` block laid out per the geometry, rows
+    /// 16-aligned as the kernel requires; `None` when no mask is read.
     bias: Option<T>,
     queries: T,
     inverse: T,
@@ -199,8 +287,11 @@ struct Term {
     dims: [i64; 6],
     len: i64,
     scale: f64,
+    /// What the memory-efficient backward needs (seed, offset).
     seed: T,
     offset: T,
+    /// What the flash backward needs.
+    flash: Option<flash::Saved>,
     /// burn's handles of the inputs whose storage `q`, `k`, `v` may view:
     /// burn-tch changes a tensor in place only when no other handle shares
     /// its storage, so holding them keeps the inputs as the backward needs.
@@ -209,7 +300,12 @@ struct Term {
 
 impl std::fmt::Debug for Term {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Term").field("dims", &self.dims).finish()
+        f.debug_struct("Term")
+            .field("dims", &self.dims)
+            .field("geometry", &self.geometry)
+            .field("order", &self.order)
+            .field("attn", &self.attn)
+            .finish()
     }
 }
 
@@ -219,6 +315,9 @@ impl Clone for Term {
             q: self.q.shallow_clone(),
             k: self.k.shallow_clone(),
             v: self.v.shallow_clone(),
+            geometry: self.geometry,
+            order: self.order,
+            attn: self.attn,
             bias: self.bias.as_ref().map(T::shallow_clone),
             queries: self.queries.shallow_clone(),
             inverse: self.inverse.shallow_clone(),
@@ -228,66 +327,115 @@ impl Clone for Term {
             scale: self.scale,
             seed: self.seed.shallow_clone(),
             offset: self.offset.shallow_clone(),
+            flash: self.flash.clone(),
             inputs: self.inputs.clone(),
         }
     }
 }
 
-/// What the forward pass keeps for the backward: the term and the merged
+/// What the joint node keeps for the backward: the terms and the merged
 /// output and log-sum-exp in query order.
 #[derive(Clone, Debug)]
-struct State {
-    term: Term,
+struct Joint {
+    terms: Vec<Term>,
     out: TchTensor,
     lse: TchTensor,
 }
 
 /// The terms merged into one softmax.
 struct Merged {
-    /// `[b, h, len, d]`, compute dtype.
+    /// `[b, h, len, d]` over `[b, len, h, d]` memory, compute dtype.
     out: T,
     /// `[b, h, len]`, f32.
     lse: T,
-    /// Each term's share of `out`, `[b, h, len, d]`, compute dtype.
-    shares: Vec<T>,
+}
+
+/// Whether `x` (`[B, M, H, d]`) covers `base` (`[b, h, len, d]` over
+/// `[b, len, h, d]` memory) exactly, element for element in memory order.
+fn covers(x: &T, base: &T) -> bool {
+    x.is_contiguous()
+        && base.permute([0, 2, 1, 3]).is_contiguous()
+        && x.data_ptr() == base.data_ptr()
+        && x.numel() == base.numel()
+        && x.kind() == base.kind()
 }
 
 impl Term {
-    fn new<B: Backend>(t: &TermInput<B>, q: T, k: T, v: T, len: usize, scale: f64) -> Term
+    fn new<B: Backend>(
+        t: &TermInput<B>,
+        [q, k, v]: [T; 3],
+        base: Option<T>,
+        len: usize,
+        scale: f64,
+    ) -> Term
     where
         B::IntTensorPrimitive: Into<TchTensor>,
         B::BoolTensorPrimitive: Into<TchTensor>,
     {
-        let [b, h, gs, g, d] = t.q.dims().map(|x| x as i64);
-        let w = t.k.dims()[3] as i64;
-        // [b, h, groups, m, d] -> [b * groups, m, h, d] (a view when the
-        // input is laid out as [b, groups, m, h, d])
-        let bmhk =
-            |x: T, m: i64| last_contiguous(x.permute([0, 2, 3, 1, 4]).reshape([b * gs, m, h, d]));
-        let q = bmhk(q, g);
-        let k = bmhk(k, w);
-        let v = bmhk(v, w);
-        let bias = t.hidden.as_ref().map(|hidden| {
-            let wpad = (w + 15) / 16 * 16;
-            let hidden: TchTensor = hidden.clone().into_primitive().into();
-            let block = T::zeros([gs, g, wpad], (q.kind(), q.device()));
-            let _ = block
-                .narrow(2, 0, w)
-                .masked_fill_(&hidden.tensor, f64::from(combiner::exec::MASKED));
-            // one copy per sequence: the kernel's batch stride is uniform
-            block
-                .unsqueeze(0)
-                .expand([b, gs, g, wpad], false)
-                .reshape([b * gs, 1, g, wpad])
-                .narrow(3, 0, w)
-                .expand([b * gs, h, g, w], false)
-        });
+        let [b, h, gs, g, d] = dims5(&q);
+        let w = k.size()[3];
+        let slots_are_queries = t.identity && gs * g == len as i64;
+        let mut geometry = [Geometry::Blocks, Geometry::Heads]
+            .into_iter()
+            .find(|x| x.fits(&q))
+            .unwrap_or(Geometry::Blocks);
+        let mut qg = geometry.of(&q);
+        let in_place = match &base {
+            Some(base) if covers(&qg, base) => true,
+            _ => geometry == Geometry::Blocks && slots_are_queries,
+        };
+        if !in_place && geometry == Geometry::Heads {
+            geometry = Geometry::Blocks;
+            qg = geometry.of(&q);
+        }
+        let order = if in_place {
+            Order::InPlace
+        } else {
+            Order::Indexed
+        };
+        let attn = if d <= MAX_FLASH_HEAD_DIM && (t.hidden.is_none() || (t.causal && g == w)) {
+            Attn::Flash {
+                causal: t.hidden.is_some(),
+            }
+        } else {
+            Attn::Efficient
+        };
+        let bias = match (attn, &t.hidden) {
+            (Attn::Efficient, Some(hidden)) => {
+                let wpad = (w + 15) / 16 * 16;
+                let hidden: TchTensor = hidden.clone().into_primitive().into();
+                let block = T::zeros([gs, g, wpad], (q.kind(), q.device()));
+                let _ = block
+                    .narrow(2, 0, w)
+                    .masked_fill_(&hidden.tensor, f64::from(combiner::exec::MASKED));
+                Some(match geometry {
+                    // one copy per sequence: the kernel's batch stride is uniform
+                    Geometry::Blocks => block
+                        .unsqueeze(0)
+                        .expand([b, gs, g, wpad], false)
+                        .reshape([b * gs, 1, g, wpad])
+                        .narrow(3, 0, w)
+                        .expand([b * gs, h, g, w], false),
+                    // one copy per head: the kernel's head stride is uniform
+                    Geometry::Heads => block
+                        .unsqueeze(1)
+                        .expand([gs, h, g, wpad], false)
+                        .reshape([1, gs * h, g, wpad])
+                        .narrow(3, 0, w)
+                        .expand([b, gs * h, g, w], false),
+                })
+            }
+            _ => None,
+        };
         let queries: TchTensor = t.queries.clone().into_primitive().into();
         let inverse: TchTensor = t.inverse.clone().into_primitive().into();
         Term {
-            q,
-            k,
-            v,
+            q: qg,
+            k: geometry.of(&k),
+            v: geometry.of(&v),
+            geometry,
+            order,
+            attn,
             bias,
             queries: queries.tensor,
             inverse: inverse.tensor,
@@ -297,6 +445,7 @@ impl Term {
             scale,
             seed: T::new(),
             offset: T::new(),
+            flash: None,
             inputs: Vec::new(),
         }
     }
@@ -342,89 +491,156 @@ impl Term {
         }
     }
 
+    /// `[b, h, len, f]` in query order as the kernel's `[B, M, H, f]`
+    /// (in-place terms; `x_blhf` is `x` as contiguous `[b, len, h, f]`).
+    fn in_place(&self, x_blhf: &T) -> T {
+        let [b, h, gs, g, _, _] = self.dims;
+        let f = x_blhf.size()[3];
+        match self.geometry {
+            Geometry::Blocks => x_blhf.reshape([b * gs, g, h, f]),
+            Geometry::Heads => x_blhf.reshape([b, g, gs * h, f]),
+        }
+    }
+
     /// The kernel's forward: `o: [b, h, len, d]` and `lse: [b, h, len]`
     /// (f32) in query order.
     fn forward(&mut self) -> (T, T) {
         let [b, h, gs, g, _, d] = self.dims;
-        let (o, lse, seed, offset) = T::internal_scaled_dot_product_efficient_attention(
-            &self.q.transpose(1, 2),
-            &self.k.transpose(1, 2),
-            &self.v.transpose(1, 2),
-            self.bias.as_ref(),
-            true,
-            0.0,
-            false,
-            self.scale,
-        );
-        self.seed = seed;
-        self.offset = offset;
-        // o: [b * groups, h, m, d] over [b * groups, m, h, d] memory
-        let o = o
-            .transpose(1, 2)
-            .reshape([b, gs * g, h, d])
-            .permute([0, 2, 1, 3]);
-        let lse = lse
-            .narrow(2, 0, g)
-            .reshape([b, gs, h, g])
-            .permute([0, 2, 1, 3])
-            .reshape([b, h, gs * g]);
-        (self.to_query(&o), self.to_query(&lse))
+        let (o, lse) = match self.attn {
+            Attn::Flash { causal } => {
+                let (o, lse, saved) = flash::forward(
+                    &self.q.transpose(1, 2),
+                    &self.k.transpose(1, 2),
+                    &self.v.transpose(1, 2),
+                    causal,
+                    self.scale,
+                );
+                self.flash = Some(saved);
+                (o, lse)
+            }
+            Attn::Efficient => {
+                let (o, lse, seed, offset) = T::internal_scaled_dot_product_efficient_attention(
+                    &self.q.transpose(1, 2),
+                    &self.k.transpose(1, 2),
+                    &self.v.transpose(1, 2),
+                    self.bias.as_ref(),
+                    true,
+                    0.0,
+                    false,
+                    self.scale,
+                );
+                self.seed = seed;
+                self.offset = offset;
+                (o, lse.narrow(2, 0, g))
+            }
+        };
+        // o: [B, H, M, d] over [B, M, H, d] memory; lse: [B, H, M]
+        let o = o.transpose(1, 2);
+        match self.order {
+            Order::InPlace => {
+                let o = if o.is_contiguous() { o } else { o.contiguous() };
+                let o = o.reshape([b, self.len, h, d]).permute([0, 2, 1, 3]);
+                let lse = lse
+                    .permute([0, 2, 1])
+                    .reshape([b, self.len, h])
+                    .permute([0, 2, 1]);
+                (o, lse)
+            }
+            Order::Indexed => {
+                let o = o.reshape([b, gs * g, h, d]).permute([0, 2, 1, 3]);
+                let lse = lse
+                    .reshape([b, gs, h, g])
+                    .permute([0, 2, 1, 3])
+                    .reshape([b, h, gs * g]);
+                (self.to_query(&o), self.to_query(&lse))
+            }
+        }
     }
 
     /// Gradients of `q`, `k`, `v` (`[b, h, groups, ., d]`) from the gradient
-    /// of the merged output, `out` and `lse` the merged forward results.
-    fn backward(&self, grad: &T, out: &T, lse: &T) -> [T; 3] {
+    /// of the merged output, `out` and `lse` the merged forward results
+    /// (`grad_blhd`, `out_blhd`: the first two as contiguous `[b, len, h,
+    /// d]`, made once for every in-place term).
+    fn backward(&self, grad: &T, out: &T, lse: &T, blhd: &mut Option<(T, T)>) -> [T; 3] {
         let [b, h, gs, g, w, d] = self.dims;
-        // [b, h, groups * m, d] -> [b * groups, m, h, d]
-        let bmhk = |x: T| {
-            x.reshape([b, h, gs, g, d])
-                .permute([0, 2, 3, 1, 4])
-                .reshape([b * gs, g, h, d])
-                .contiguous()
-        };
-        let grad_t = bmhk(self.to_term(&grad.to_kind(self.q.kind()), 0.0));
-        let out_t = bmhk(self.to_term(out, 0.0));
         let m_pad = (g + 31) / 32 * 32;
-        // padding slots: lse = +inf, so that their probabilities are 0
-        let lse_t = self
-            .to_term(lse, f64::INFINITY)
-            .reshape([b, h, gs, g])
-            .permute([0, 2, 1, 3])
-            .reshape([b * gs, h, g]);
-        let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
-        let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
-            &grad_t,
-            &self.q,
-            &self.k,
-            &self.v,
-            self.bias.as_ref(),
-            &out_t,
-            None::<&T>,
-            None::<&T>,
-            g,
-            w,
-            &lse_t,
-            0.0,
-            &self.seed,
-            &self.offset,
-            0,
-            false,
-            self.scale,
-            None,
-            None,
-            false,
-        );
-        // [b * groups, m, h, d] -> [b, h, groups, m, d]
-        [(gq, g), (gk, w), (gv, w)]
-            .map(|(x, m)| x.reshape([b, gs, m, h, d]).permute([0, 3, 1, 2, 4]))
-    }
-}
-
-fn last_contiguous(x: T) -> T {
-    if x.stride().last() == Some(&1) {
-        x
-    } else {
-        x.contiguous()
+        let (grad_t, out_t, lse_t) = match self.order {
+            Order::InPlace => {
+                let (grad_blhd, out_blhd) = blhd.get_or_insert_with(|| {
+                    let c = |x: &T| x.permute([0, 2, 1, 3]).contiguous();
+                    (c(&grad.to_kind(self.q.kind())), c(out))
+                });
+                let lse_t = lse.permute([0, 2, 1]).contiguous();
+                let lse_t = self.in_place(&lse_t.unsqueeze(-1)).squeeze_dim(-1);
+                (
+                    self.in_place(grad_blhd),
+                    self.in_place(out_blhd),
+                    lse_t.permute([0, 2, 1]),
+                )
+            }
+            Order::Indexed => {
+                // [b, h, groups * m, d] -> [b * groups, m, h, d]
+                let bmhk = |x: T| {
+                    x.reshape([b, h, gs, g, d])
+                        .permute([0, 2, 3, 1, 4])
+                        .reshape([b * gs, g, h, d])
+                        .contiguous()
+                };
+                let grad_t = bmhk(self.to_term(&grad.to_kind(self.q.kind()), 0.0));
+                let out_t = bmhk(self.to_term(out, 0.0));
+                // padding slots: lse = +inf, so that their probabilities are 0
+                let lse_t = self
+                    .to_term(lse, f64::INFINITY)
+                    .reshape([b, h, gs, g])
+                    .permute([0, 2, 1, 3])
+                    .reshape([b * gs, h, g]);
+                (grad_t, out_t, lse_t)
+            }
+        };
+        let (gq, gk, gv) = match self.attn {
+            Attn::Flash { causal } => {
+                let saved = self.flash.as_ref().expect("the forward ran");
+                let (gq, gk, gv) = flash::backward(
+                    &grad_t.transpose(1, 2),
+                    &self.q.transpose(1, 2),
+                    &self.k.transpose(1, 2),
+                    &self.v.transpose(1, 2),
+                    &out_t.transpose(1, 2),
+                    &lse_t.contiguous(),
+                    saved,
+                    causal,
+                    self.scale,
+                );
+                (gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2))
+            }
+            Attn::Efficient => {
+                let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
+                let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
+                    &grad_t,
+                    &self.q,
+                    &self.k,
+                    &self.v,
+                    self.bias.as_ref(),
+                    &out_t,
+                    None::<&T>,
+                    None::<&T>,
+                    g,
+                    w,
+                    &lse_t,
+                    0.0,
+                    &self.seed,
+                    &self.offset,
+                    0,
+                    false,
+                    self.scale,
+                    None,
+                    None,
+                    false,
+                );
+                (gq, gk, gv)
+            }
+        };
+        [(gq, g), (gk, w), (gv, w)].map(|(x, m)| self.geometry.back(&x, [b, h, gs, m, d]))
     }
 }
 
@@ -432,46 +648,47 @@ fn last_contiguous(x: T) -> T {
 fn merge(terms: &mut [Term]) -> Merged {
     let mut results: Vec<(T, T)> = terms.iter_mut().map(Term::forward).collect();
     if results.len() == 1 {
-        let (o, lse) = results.pop().expect("one term");
-        return Merged {
-            out: o.shallow_clone(),
-            lse,
-            shares: vec![o],
-        };
+        let (out, lse) = results.pop().expect("one term");
+        return Merged { out, lse };
     }
-    let kind = results[0].0.kind();
     let lses: Vec<T> = results.iter().map(|(_, l)| l.shallow_clone()).collect();
     let lse = T::stack(&lses, 0).logsumexp([0], false);
-    let mut out: Option<T> = None;
-    let mut shares = Vec::with_capacity(results.len());
-    for (o, l) in results {
-        let share = o.to_kind(Kind::Float) * (l - &lse).exp().unsqueeze(-1);
-        shares.push(share.to_kind(kind));
-        out = Some(match out {
-            Some(acc) => acc + share,
-            None => share,
-        });
+    // [b, h, len, d] over [b, len, h, d] memory, as the projections are
+    let [b, h, len, d] = {
+        let n = results[0].0.size();
+        [n[0], n[1], n[2], n[3]]
+    };
+    let first = &results[0].0;
+    let mut out = T::empty([b, len, h, d], (first.kind(), first.device())).permute([0, 2, 1, 3]);
+    for (i, (o, l)) in results.iter().enumerate() {
+        // exp(lse_t - lse) in f32; the products are computed in f32 and
+        // rounded once into `out`
+        let weight = (l - &lse).exp().unsqueeze(-1);
+        if i == 0 {
+            let _ = o.mul_out(&out, &weight);
+        } else {
+            let _ = out.addcmul_(o, &weight);
+        }
     }
-    Merged {
-        out: out.expect("a layout has at least one term").to_kind(kind),
-        lse,
-        shares,
-    }
+    Merged { out, lse }
 }
 
 #[derive(Debug)]
-struct TermBackward;
+struct JointBackward;
 
-impl<E: TchElement> Backward<LibTorch<E>, 3> for TermBackward {
-    type State = State;
+impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for JointBackward {
+    type State = Joint;
 
-    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Joint, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<LibTorch<E>>(&ops.node);
-        let State { term, out, lse } = ops.state;
-        let [gq, gk, gv] = term.backward(&grad.tensor, &out.tensor, &lse.tensor);
-        for (parent, g) in ops.parents.into_iter().zip([gq, gk, gv]) {
-            if let Some(node) = parent {
-                grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+        let Joint { terms, out, lse } = ops.state;
+        let mut blhd = None;
+        for (i, term) in terms.iter().enumerate() {
+            let gs = term.backward(&grad.tensor, &out.tensor, &lse.tensor, &mut blhd);
+            for (j, g) in gs.into_iter().enumerate() {
+                if let Some(node) = &ops.parents[3 * i + j] {
+                    grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+                }
             }
         }
     }

@@ -1,0 +1,132 @@
+//! FlashAttention-2 through PyTorch: the forward by the ATen call of
+//! `csrc/flash.cpp` (tch does not wrap it), the backward by tch.
+
+use std::ffi::{c_char, c_int, c_void, CStr};
+
+use tch::Tensor as T;
+
+extern "C" {
+    #[allow(clippy::too_many_arguments)]
+    fn combiner_flash_forward(
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        causal: c_int,
+        scale: f64,
+        out: *mut *mut c_void,
+        lse: *mut *mut c_void,
+        cum_q: *mut *mut c_void,
+        cum_k: *mut *mut c_void,
+        rng: *mut *mut c_void,
+        unused: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+}
+
+/// What the backward needs from a forward besides q, k, v, output and
+/// log-sum-exp.
+#[derive(Debug)]
+pub struct Saved {
+    cum_q: T,
+    cum_k: T,
+    rng: T,
+    unused: T,
+}
+
+impl Clone for Saved {
+    fn clone(&self) -> Self {
+        Saved {
+            cum_q: self.cum_q.shallow_clone(),
+            cum_k: self.cum_k.shallow_clone(),
+            rng: self.rng.shallow_clone(),
+            unused: self.unused.shallow_clone(),
+        }
+    }
+}
+
+/// `softmax(scale q k^T) v` for `q: [B, H, M, K]`, `k, v: [B, H, N, K]`
+/// (bf16 or f16 on CUDA, last dim contiguous), causal (`j <= i`, `M == N`)
+/// or not: the output `[B, H, M, K]` (over `[B, M, H, K]` memory), the
+/// log-sum-exp `[B, H, M]` (f32) and what the backward needs.
+///
+/// # Panics
+/// With PyTorch's message where it refuses the inputs.
+pub fn forward(q: &T, k: &T, v: &T, causal: bool, scale: f64) -> (T, T, Saved) {
+    let mut ptrs = [std::ptr::null_mut::<c_void>(); 6];
+    let mut err = [0 as c_char; 2048];
+    // SAFETY: tch's tensors are `at::Tensor*` handles; the call only reads
+    // them and returns six new handles, which `from_ptr` takes over.
+    let [out, lse, cum_q, cum_k, rng, unused] = unsafe {
+        let [a, b, c, d, e, f] = &mut ptrs;
+        let rc = combiner_flash_forward(
+            q.as_ptr() as *const c_void,
+            k.as_ptr() as *const c_void,
+            v.as_ptr() as *const c_void,
+            c_int::from(causal),
+            scale,
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            err.as_mut_ptr(),
+            err.len(),
+        );
+        if rc != 0 {
+            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
+            panic!(
+                "flash attention refused q {:?}, k {:?}: {msg}",
+                q.size(),
+                k.size()
+            );
+        }
+        ptrs.map(|p| T::from_ptr(p as *mut _))
+    };
+    (
+        out,
+        lse,
+        Saved {
+            cum_q,
+            cum_k,
+            rng,
+            unused,
+        },
+    )
+}
+
+/// Gradients of q, k, v (`[B, H, ., K]`) given the output gradient, with
+/// `out` and `lse` the softmax's output and log-sum-exp (a joint
+/// softmax's, when the term is one block of it).
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    grad: &T,
+    q: &T,
+    k: &T,
+    v: &T,
+    out: &T,
+    lse: &T,
+    saved: &Saved,
+    causal: bool,
+    scale: f64,
+) -> (T, T, T) {
+    let (m, n) = (q.size()[2], k.size()[2]);
+    T::internal_scaled_dot_product_flash_attention_backward(
+        grad,
+        q,
+        k,
+        v,
+        out,
+        lse,
+        &saved.cum_q,
+        &saved.cum_k,
+        m,
+        n,
+        0.0,
+        causal,
+        &saved.rng,
+        &saved.unused,
+        scale,
+    )
+}
