@@ -625,8 +625,26 @@ where
             else {
                 break;
             };
+            tokens += out.item.tokens;
+            items += opts.batch_size / n_dev;
+            accumulator.accumulate(&learner.model(), out.grads);
+            pending += 1;
+            let lr = learner.lr_current();
+            let last = pending == opts.grad_accumulation * n_dev;
+            if last {
+                // the optimizer step, on the mean over the global batch
+                // whatever its split into micro-batches and devices. It is
+                // queued before the loss is read: reading it waits for the
+                // device, and the optimizer's many small operations are
+                // queued while the device still runs the backward pass.
+                let mut grads = accumulator.grads();
+                scale_grads(&learner.model(), &mut grads, 1.0 / pending as f64);
+                learner.optimizer_step(grads);
+            }
             let loss = loss_of(&out.item);
             if !loss.is_finite() {
+                // the model in memory may hold the step's update; the
+                // checkpoints on disk do not
                 self.fail(TrainError::NonFiniteLoss {
                     step: step + 1,
                     loss,
@@ -635,23 +653,12 @@ where
                 break;
             }
             round_loss += loss;
-            tokens += out.item.tokens;
-            items += opts.batch_size / n_dev;
-            accumulator.accumulate(&learner.model(), out.grads);
-            pending += 1;
-            let lr = learner.lr_current();
-            if pending < opts.grad_accumulation * n_dev {
+            if !last {
                 let item =
                     TrainingItem::new(out.item, progress, global.clone(), Some(step + 1), Some(lr));
                 processor.process_train(LearnerEvent::ProcessedItem(item));
                 continue;
             }
-
-            // the optimizer step, on the mean over the global batch whatever
-            // its split into micro-batches and devices
-            let mut grads = accumulator.grads();
-            scale_grads(&learner.model(), &mut grads, 1.0 / pending as f64);
-            learner.optimizer_step(grads);
             if let Some(b) = feed.kmeans_batch.take() {
                 let moved = learner.model().update_centroids(&b);
                 learner.load_model(moved.into_record());
