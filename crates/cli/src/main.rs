@@ -84,8 +84,9 @@ struct Cli {
     device: usize,
     /// Run generic tensor operations even where the backend has fused
     /// kernels (tch: the joint softmax of Combiner attention through
-    /// PyTorch's memory-efficient attention on CUDA in bf16/f16, linear
-    /// layers as one addmm, layer norm as one kernel); for comparing.
+    /// PyTorch's FlashAttention-2 and memory-efficient attention on CUDA
+    /// in bf16/f16, linear layers as one addmm, layer norm as one kernel,
+    /// AdamW in a few operations); for comparing.
     #[arg(long, global = true, help_heading = "Backend")]
     no_fused: bool,
     /// Keep the fused joint softmax but run linear layers, layer norms and
