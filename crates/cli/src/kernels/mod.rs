@@ -83,7 +83,17 @@ const MIN_GROUP: usize = 16;
 /// The largest head dim FlashAttention-2 runs.
 const MAX_FLASH_HEAD_DIM: i64 = 256;
 
+/// Tests run the kernel's layouts, merge and backward node on libtorch's
+/// CPU device, with the attention of each term in plain operations
+/// ([`math`]) where CUDA runs FlashAttention or memory-efficient attention.
+#[cfg(test)]
+static CPU_MATH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn accepts(call: &Call, device: &LibTorchDevice) -> bool {
+    #[cfg(test)]
+    if CPU_MATH.load(std::sync::atomic::Ordering::Relaxed) && *device == LibTorchDevice::Cpu {
+        return call.min_group_size >= MIN_GROUP && call.head_dim.is_multiple_of(8);
+    }
     matches!(call.dtype, DType::BF16 | DType::F16)
         && matches!(device, LibTorchDevice::Cuda(_))
         && call.head_dim.is_multiple_of(8)
@@ -507,6 +517,7 @@ impl Term {
     fn forward(&mut self) -> (T, T) {
         let [b, h, gs, g, _, d] = self.dims;
         let (o, lse) = match self.attn {
+            _ if self.q.device() == tch::Device::Cpu => math::forward(self),
             Attn::Flash { causal } => {
                 let (o, lse, saved) = flash::forward(
                     &self.q.transpose(1, 2),
@@ -598,6 +609,9 @@ impl Term {
             }
         };
         let (gq, gk, gv) = match self.attn {
+            _ if self.q.device() == tch::Device::Cpu => {
+                math::backward(self, &grad_t, &out_t, &lse_t)
+            }
             Attn::Flash { causal } => {
                 let saved = self.flash.as_ref().expect("the forward ran");
                 let (gq, gk, gv) = flash::backward(
@@ -691,5 +705,130 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for JointBackward {
                 }
             }
         }
+    }
+}
+
+/// A term's attention in plain libtorch operations, the same contract as
+/// the CUDA kernels (`[B, M, H, K]` tensors, log-sum-exp `[B, H, M]`, the
+/// backward from a joint softmax's output and log-sum-exp): what the
+/// kernel runs on the CPU, which [`accepts`] admits only in tests.
+mod math {
+    use super::{Attn, Term};
+    use tch::Tensor as T;
+
+    /// Scaled, masked logits `[B, H, M, N]`.
+    fn logits(t: &Term) -> T {
+        let (q, k) = (t.q.transpose(1, 2), t.k.transpose(1, 2));
+        let s = q.matmul(&k.transpose(-2, -1)) * t.scale;
+        let s = match &t.bias {
+            Some(bias) => s + bias,
+            None => s,
+        };
+        if t.attn == (Attn::Flash { causal: true }) {
+            let (m, n) = (s.size()[2], s.size()[3]);
+            let above = T::ones([m, n], (tch::Kind::Bool, s.device())).triu(1);
+            s.masked_fill(&above, f64::NEG_INFINITY)
+        } else {
+            s
+        }
+    }
+
+    /// `o: [B, H, M, K]`, `lse: [B, H, M]`.
+    pub fn forward(t: &Term) -> (T, T) {
+        let s = logits(t);
+        let lse = s.logsumexp([-1], false);
+        let p = (s - lse.unsqueeze(-1)).exp();
+        (p.matmul(&t.v.transpose(1, 2)), lse)
+    }
+
+    /// `dq, dk, dv` as `[B, ., H, K]` from `grad`, `out` (`[B, M, H, K]`)
+    /// and `lse` (`[B, H, M]`).
+    pub fn backward(t: &Term, grad: &T, out: &T, lse: &T) -> (T, T, T) {
+        let p = (logits(t) - lse.unsqueeze(-1)).exp();
+        let (q, k, v) = (
+            t.q.transpose(1, 2),
+            t.k.transpose(1, 2),
+            t.v.transpose(1, 2),
+        );
+        let (dout, out) = (grad.transpose(1, 2), out.transpose(1, 2));
+        let dv = p.transpose(-2, -1).matmul(&dout);
+        let dp = dout.matmul(&v.transpose(-2, -1));
+        let rows = (&dout * &out).sum_dim_intlist([-1i64].as_slice(), true, None::<tch::Kind>);
+        let ds = p * (dp - rows) * t.scale;
+        let dq = ds.matmul(&k);
+        let dk = ds.transpose(-2, -1).matmul(&q);
+        (dq.transpose(1, 2), dk.transpose(1, 2), dv.transpose(1, 2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::libtorch::{LibTorch, LibTorchDevice};
+    use burn::backend::Autodiff;
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+    use combiner::plan::{Mode, Plan};
+    use combiner::{combiner_attention_on, AbstractionKind, LayoutTensors};
+    use std::sync::atomic::Ordering;
+
+    type B = Autodiff<LibTorch<f32>>;
+
+    /// The kernel's layouts (blocks and grid columns read in place, other
+    /// terms copied and gathered), masks as biases, merge and backward node,
+    /// run with exact per-term attention on the CPU: output and q, k, v
+    /// gradients equal the generic path's, for grid-filling and ragged
+    /// lengths, LM and MLM.
+    #[test]
+    fn kernel_layouts_merge_and_backward_match_the_generic_path() {
+        let _serial = super::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        super::register_tch();
+        super::CPU_MATH.store(true, Ordering::Relaxed);
+        let dev = LibTorchDevice::Cpu;
+        let (b, h, d) = (2, 2, 16);
+        for (name, len) in [
+            ("axial-rowmajor", 1024),
+            ("axial-rowmajor", 1000),
+            ("fixed", 1024),
+            ("fixed", 1000),
+            ("axial-vertical", 1024),
+            ("axial-horizontal", 1024),
+        ] {
+            for mode in [Mode::Lm, Mode::Mlm] {
+                let layout = Plan::from_name(name).unwrap().layout(len, mode).unwrap();
+                let tensors = LayoutTensors::<B>::new(&layout, &dev);
+                let abs = AbstractionKind::Max.init::<B>(d, &dev);
+                // leaves laid out as the projections lay q, k, v out
+                let draw =
+                    || Tensor::<B, 4>::random([b, len, h, d], Distribution::Normal(0.0, 1.0), &dev);
+                let (x, y, z, w) = (draw(), draw(), draw(), draw().swap_dims(1, 2));
+                let run = |fused: bool| {
+                    combiner::kernel::set_enabled(fused);
+                    let before = combiner::kernel::calls();
+                    let leaves = [&x, &y, &z].map(|t| t.clone().detach().require_grad());
+                    let [q, k, v] = leaves.clone().map(|t| t.swap_dims(1, 2));
+                    let out = combiner_attention_on(q, k, v, &layout, &tensors, &abs, None);
+                    let grads = (out.clone() * w.clone()).sum().backward();
+                    let ran = combiner::kernel::calls() > before;
+                    let g = leaves.map(|t| t.grad(&grads).unwrap());
+                    (out.inner(), g, ran)
+                };
+                let (o1, g1, ran) = run(true);
+                let (o2, g2, _) = run(false);
+                assert!(ran, "{name} {len} {mode:?}: the kernel declined");
+                let diff = |a: Tensor<LibTorch<f32>, 4>, b: Tensor<LibTorch<f32>, 4>| -> f32 {
+                    (a - b).abs().max().into_scalar()
+                };
+                assert!(diff(o1, o2) < 1e-4, "{name} {len} {mode:?}: outputs differ");
+                for (i, (a, b)) in g1.into_iter().zip(g2).enumerate() {
+                    let e = diff(a, b);
+                    assert!(
+                        e < 1e-3,
+                        "{name} {len} {mode:?}: gradient {i} differs by {e}"
+                    );
+                }
+            }
+        }
+        super::CPU_MATH.store(false, Ordering::Relaxed);
+        combiner::kernel::set_enabled(true);
     }
 }
