@@ -1,7 +1,7 @@
 //! Records the commit the binary is built from, so that every run directory
 //! names it even where the binary runs without the repository; with the
-//! `tch` feature, compiles the one ATen call tch does not wrap
-//! (`csrc/flash.cpp`) against the libtorch that torch-sys links.
+//! `tch` feature, compiles the ATen calls tch does not wrap
+//! (`csrc/aten.cpp`) against the libtorch that torch-sys links.
 
 fn main() {
     let commit = std::process::Command::new("git")
@@ -22,13 +22,13 @@ fn main() {
     println!("cargo:rerun-if-changed=../../.git/refs/heads");
     println!("cargo:rerun-if-changed=../../.git/index");
     #[cfg(feature = "tch")]
-    flash();
+    aten();
 }
 
 #[cfg(feature = "tch")]
-fn flash() {
+fn aten() {
     use std::path::PathBuf;
-    println!("cargo:rerun-if-changed=csrc/flash.cpp");
+    println!("cargo:rerun-if-changed=csrc/aten.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     // torch-sys (`links = "tch"`) passes its libtorch lib dir to dependents
     let root = std::env::var_os("DEP_TCH_LIBTORCH_LIB")
@@ -45,6 +45,6 @@ fn flash() {
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .flag("-DGLOG_USE_GLOG_EXPORT")
-        .file("csrc/flash.cpp")
-        .compile("combiner_flash");
+        .file("csrc/aten.cpp")
+        .compile("combiner_aten");
 }

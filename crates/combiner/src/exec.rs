@@ -99,32 +99,41 @@ fn shift_right<B: Backend>(x: Tensor<B, 5>, dim: usize, fill: f32) -> Tensor<B, 
 
 /// Pools `x: [b, h, c, w, d]` over dim 3 where `valid: [c, w]` holds
 /// (`all_valid`: every slot holds a position, nothing to mask).
+///
+/// The pooling runs on `x` viewed as `[b, c, w, h, d]`, the order the
+/// projections lay positions and heads out in memory: the gradient of the
+/// pooled-over tensor (a full-size scatter for max) is then laid out as the
+/// other gradients of the same keys and adds to them elementwise.
 fn pool_block<B: Backend>(
     x: Tensor<B, 5>,
     valid: &Tensor<B, 2, Bool>,
     all_valid: bool,
     pool: Pool,
 ) -> Tensor<B, 4> {
-    if all_valid {
-        return match pool {
-            Pool::Max => x.max_dim(3).squeeze_dim(3),
-            Pool::Mean => x.mean_dim(3).squeeze_dim(3),
-        };
-    }
-    let [b, h, c, w, d] = x.dims();
-    let invalid = valid
-        .clone()
-        .bool_not()
-        .reshape([1, 1, c, w, 1])
-        .expand([b, h, c, w, d]);
-    match pool {
-        Pool::Max => x.mask_fill(invalid, MASKED).max_dim(3).squeeze_dim(3),
-        Pool::Mean => {
-            let counts = valid.clone().float().sum_dim(1).clamp_min(1.0);
-            let counts = to_dtype(counts, x.dtype()).reshape([1, 1, c, 1]);
-            x.mask_fill(invalid, 0.0).sum_dim(3).squeeze_dim(3) / counts
+    let x = x.permute([0, 2, 3, 1, 4]);
+    let [b, c, w, h, d] = x.dims();
+    let pooled = if all_valid {
+        match pool {
+            Pool::Max => x.max_dim(2),
+            Pool::Mean => x.mean_dim(2),
         }
-    }
+    } else {
+        let invalid = valid
+            .clone()
+            .bool_not()
+            .reshape([1, c, w, 1, 1])
+            .expand([b, c, w, h, d]);
+        match pool {
+            Pool::Max => x.mask_fill(invalid, MASKED).max_dim(2),
+            Pool::Mean => {
+                let counts = valid.clone().float().sum_dim(1).clamp_min(1.0);
+                let counts = to_dtype(counts, x.dtype()).reshape([1, c, 1, 1, 1]);
+                x.mask_fill(invalid, 0.0).sum_dim(2) / counts
+            }
+        }
+    };
+    // [b, c, 1, h, d] -> [b, h, c, d]
+    pooled.squeeze_dim::<4>(2).swap_dims(1, 2)
 }
 
 /// Pools every inclusive prefix (`exclude = false`) or every leave-one-out

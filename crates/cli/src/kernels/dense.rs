@@ -6,9 +6,9 @@
 //! centring, variance, their broadcasts and gradients). Here `x W + b` is
 //! one `addmm` (cuBLAS adds the bias in the product's epilogue) with the
 //! three products of its backward, and layer norm is PyTorch's fused
-//! kernel: the forward runs under libtorch's own autograd on detached
-//! leaves, and the backward node hands the output gradient to that graph,
-//! which runs the fused layer-norm backward.
+//! kernel forward (`native_layer_norm`, which also returns the row
+//! statistics) and backward (`native_layer_norm_backward`, through
+//! `aten.rs`).
 //!
 //! Both run in any dtype on any device (f32 included); they replace the
 //! generic forms wherever kernels are enabled (`--no-fused` turns them
@@ -121,25 +121,16 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for LinearBackward 
     }
 }
 
-/// What the layer-norm backward needs: libtorch's graph of the forward
-/// (its output, which holds the graph, and the leaves, detached views of
-/// the inputs), and burn's handles of the inputs, which keep burn from
-/// changing them in place before the backward.
-#[derive(Debug)]
+/// What the layer-norm backward needs: the input, the scale and shift, the
+/// row statistics of the forward, as burn's handles (which keep burn from
+/// changing the inputs in place before the backward).
+#[derive(Clone, Debug)]
 struct NormState {
-    y: T,
-    leaves: Vec<T>,
-    inputs: Vec<Held>,
-}
-
-impl Clone for NormState {
-    fn clone(&self) -> Self {
-        NormState {
-            y: self.y.shallow_clone(),
-            leaves: self.leaves.iter().map(T::shallow_clone).collect(),
-            inputs: self.inputs.clone(),
-        }
-    }
+    x: Held,
+    gamma: Held,
+    beta: Option<Held>,
+    mean: Held,
+    rstd: Held,
 }
 
 #[derive(Debug)]
@@ -150,12 +141,20 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for NormBackward {
 
     fn backward(self, ops: Ops<NormState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<LibTorch<E>>(&ops.node).tensor;
-        let NormState { y, leaves, .. } = ops.state;
-        // d/dleaf sum(y * grad): the fused backward seeded with `grad`
-        let root = (&y * &grad).sum(y.kind());
-        let gs = T::run_backward(&[root], &leaves, false, false);
+        let s = ops.state;
+        // PyTorch's fused backward: the input gradient in one kernel, the
+        // scale and shift gradients in another
+        let (dx, dgamma, dbeta) = super::aten::layer_norm_backward(
+            &grad,
+            s.x.t(),
+            s.mean.t(),
+            s.rstd.t(),
+            s.gamma.t(),
+            s.beta.as_ref().map(Held::t),
+        );
+        let gs = [Some(dx), Some(dgamma), dbeta];
         for (parent, g) in ops.parents.into_iter().zip(gs) {
-            if let Some(node) = parent {
+            if let (Some(node), Some(g)) = (parent, g) {
                 grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
             }
         }
@@ -222,17 +221,19 @@ impl<E: TchElement> LayerKernel<Ad<E>> for Dense {
         let x = x.into_primitive().tensor();
         let g = gamma.into_primitive().tensor();
         let b = beta.map(|b| b.into_primitive().tensor());
-        let leaf = |t: &T| t.detach().set_requires_grad(true);
-        let xl = leaf(&x.primitive.tensor);
-        let gl = leaf(&g.primitive.tensor);
-        let bl = b.as_ref().map(|b| leaf(&b.primitive.tensor));
-        let y = xl.layer_norm([d], Some(&gl), bl.as_ref(), epsilon, true);
-        let out = y.detach();
-        let mut leaves = vec![xl, gl];
-        leaves.extend(bl);
-        let mut inputs = vec![Held(x.primitive.clone()), Held(g.primitive.clone())];
-        inputs.extend(b.as_ref().map(|b| Held(b.primitive.clone())));
-        let state = NormState { y, leaves, inputs };
+        let (out, mean, rstd) = x.primitive.tensor.native_layer_norm(
+            [d],
+            Some(&g.primitive.tensor),
+            b.as_ref().map(|b| &b.primitive.tensor),
+            epsilon,
+        );
+        let state = NormState {
+            x: Held(x.primitive.clone()),
+            gamma: Held(g.primitive.clone()),
+            beta: b.as_ref().map(|b| Held(b.primitive.clone())),
+            mean: Held(TchTensor::new(mean)),
+            rstd: Held(TchTensor::new(rstd)),
+        };
         match b {
             Some(b) => node!(NormBackward, [x.node, g.node, b.node], state, out),
             None => node!(NormBackward, [x.node, g.node], state, out),

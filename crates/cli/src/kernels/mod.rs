@@ -4,7 +4,7 @@
 //! (`groups` blocks of `group_size` queries over `width` items, some pairs
 //! masked). A term whose blocks see every item, or exactly the causal
 //! prefix of a square block, runs FlashAttention-2 (PyTorch's
-//! `_scaled_dot_product_flash_attention`, through `flash.rs`); any other
+//! `_scaled_dot_product_flash_attention`, through `aten.rs`); any other
 //! mask runs PyTorch's memory-efficient attention (the CUTLASS kernel
 //! behind `scaled_dot_product_attention` with a mask) with the mask as an
 //! additive bias. Neither writes the logits to memory. The terms' outputs
@@ -47,8 +47,8 @@ use combiner::kernel::{register, Call, JointKernel, TermInput};
 use tch::Tensor as T;
 
 mod adamw;
+mod aten;
 mod dense;
-mod flash;
 
 /// Tests that turn kernels on and off run one at a time.
 #[cfg(test)]
@@ -301,7 +301,7 @@ struct Term {
     seed: T,
     offset: T,
     /// What the flash backward needs.
-    flash: Option<flash::Saved>,
+    flash: Option<aten::Saved>,
     /// burn's handles of the inputs whose storage `q`, `k`, `v` may view:
     /// burn-tch changes a tensor in place only when no other handle shares
     /// its storage, so holding them keeps the inputs as the backward needs.
@@ -519,7 +519,7 @@ impl Term {
         let (o, lse) = match self.attn {
             _ if self.q.device() == tch::Device::Cpu => math::forward(self),
             Attn::Flash { causal } => {
-                let (o, lse, saved) = flash::forward(
+                let (o, lse, saved) = aten::flash_forward(
                     &self.q.transpose(1, 2),
                     &self.k.transpose(1, 2),
                     &self.v.transpose(1, 2),
@@ -614,7 +614,7 @@ impl Term {
             }
             Attn::Flash { causal } => {
                 let saved = self.flash.as_ref().expect("the forward ran");
-                let (gq, gk, gv) = flash::backward(
+                let (gq, gk, gv) = aten::flash_backward(
                     &grad_t.transpose(1, 2),
                     &self.q.transpose(1, 2),
                     &self.k.transpose(1, 2),

@@ -1,5 +1,5 @@
-//! FlashAttention-2 through PyTorch: the forward by the ATen call of
-//! `csrc/flash.cpp` (tch does not wrap it), the backward by tch.
+//! ATen calls tch does not wrap (`csrc/aten.cpp`): FlashAttention-2's
+//! forward (its backward is tch's) and layer norm's fused backward.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
@@ -19,6 +19,22 @@ extern "C" {
         cum_k: *mut *mut c_void,
         rng: *mut *mut c_void,
         unused: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+
+    #[allow(clippy::too_many_arguments)]
+    fn combiner_layer_norm_backward(
+        grad: *const c_void,
+        x: *const c_void,
+        d: i64,
+        mean: *const c_void,
+        rstd: *const c_void,
+        gamma: *const c_void,
+        beta: *const c_void,
+        dx: *mut *mut c_void,
+        dgamma: *mut *mut c_void,
+        dbeta: *mut *mut c_void,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
@@ -52,7 +68,7 @@ impl Clone for Saved {
 ///
 /// # Panics
 /// With PyTorch's message where it refuses the inputs.
-pub fn forward(q: &T, k: &T, v: &T, causal: bool, scale: f64) -> (T, T, Saved) {
+pub fn flash_forward(q: &T, k: &T, v: &T, causal: bool, scale: f64) -> (T, T, Saved) {
     let mut ptrs = [std::ptr::null_mut::<c_void>(); 6];
     let mut err = [0 as c_char; 2048];
     // SAFETY: tch's tensors are `at::Tensor*` handles; the call only reads
@@ -100,7 +116,7 @@ pub fn forward(q: &T, k: &T, v: &T, causal: bool, scale: f64) -> (T, T, Saved) {
 /// `out` and `lse` the softmax's output and log-sum-exp (a joint
 /// softmax's, when the term is one block of it).
 #[allow(clippy::too_many_arguments)]
-pub fn backward(
+pub fn flash_backward(
     grad: &T,
     q: &T,
     k: &T,
@@ -129,4 +145,48 @@ pub fn backward(
         &saved.unused,
         scale,
     )
+}
+
+/// Gradients of layer norm over the last dim `d` of `x: [n, d]` (`mean`,
+/// `rstd`: what `native_layer_norm` returned) with respect to `x`, `gamma`
+/// and, when there is one, `beta`: PyTorch's fused backward.
+///
+/// # Panics
+/// With PyTorch's message where it refuses the inputs.
+pub fn layer_norm_backward(
+    grad: &T,
+    x: &T,
+    mean: &T,
+    rstd: &T,
+    gamma: &T,
+    beta: Option<&T>,
+) -> (T, T, Option<T>) {
+    let d = x.size()[1];
+    let mut ptrs = [std::ptr::null_mut::<c_void>(); 3];
+    let mut err = [0 as c_char; 2048];
+    // SAFETY: as in `flash_forward`; `beta` may be null (no bias), and
+    // then `dbeta` is an undefined tensor.
+    let [dx, dgamma, dbeta] = unsafe {
+        let [a, b, c] = &mut ptrs;
+        let rc = combiner_layer_norm_backward(
+            grad.as_ptr() as *const c_void,
+            x.as_ptr() as *const c_void,
+            d,
+            mean.as_ptr() as *const c_void,
+            rstd.as_ptr() as *const c_void,
+            gamma.as_ptr() as *const c_void,
+            beta.map_or(std::ptr::null(), |b| b.as_ptr() as *const c_void),
+            a,
+            b,
+            c,
+            err.as_mut_ptr(),
+            err.len(),
+        );
+        if rc != 0 {
+            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
+            panic!("layer norm backward refused x {:?}: {msg}", x.size());
+        }
+        ptrs.map(|p| T::from_ptr(p as *mut _))
+    };
+    (dx, dgamma, beta.map(|_| dbeta))
 }

@@ -1,0 +1,61 @@
+// ATen calls the tch backend's kernels need and tch does not wrap:
+// FlashAttention-2's forward (its schema returns SymInts, which tch's
+// generator skips) and layer norm's fused backward. Tensors cross as
+// `at::Tensor*`, the handles tch uses; errors come back as text.
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/_scaled_dot_product_flash_attention.h>
+#include <ATen/ops/native_layer_norm_backward.h>
+
+#include <array>
+#include <optional>
+
+#include <cstddef>
+#include <cstdio>
+#include <exception>
+
+extern "C" int combiner_flash_forward(const at::Tensor *q, const at::Tensor *k,
+                                      const at::Tensor *v, int causal,
+                                      double scale, at::Tensor **out,
+                                      at::Tensor **lse, at::Tensor **cum_q,
+                                      at::Tensor **cum_k, at::Tensor **rng,
+                                      at::Tensor **unused, char *err,
+                                      std::size_t err_len) {
+  try {
+    auto r = at::_scaled_dot_product_flash_attention(*q, *k, *v, 0.0,
+                                                     causal != 0, false, scale);
+    *out = new at::Tensor(std::get<0>(r));
+    *lse = new at::Tensor(std::get<1>(r));
+    *cum_q = new at::Tensor(std::get<2>(r));
+    *cum_k = new at::Tensor(std::get<3>(r));
+    *rng = new at::Tensor(std::get<6>(r));
+    *unused = new at::Tensor(std::get<7>(r));
+    return 0;
+  } catch (const std::exception &e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return 1;
+  }
+}
+
+extern "C" int combiner_layer_norm_backward(
+    const at::Tensor *grad, const at::Tensor *x, int64_t d,
+    const at::Tensor *mean, const at::Tensor *rstd, const at::Tensor *gamma,
+    const at::Tensor *beta, at::Tensor **dx, at::Tensor **dgamma,
+    at::Tensor **dbeta, char *err, std::size_t err_len) {
+  try {
+    std::array<bool, 3> mask = {true, true, beta != nullptr};
+    std::optional<at::Tensor> b;
+    if (beta != nullptr) {
+      b = *beta;
+    }
+    auto r = at::native_layer_norm_backward(*grad, *x, {d}, *mean, *rstd,
+                                            *gamma, b, mask);
+    *dx = new at::Tensor(std::get<0>(r));
+    *dgamma = new at::Tensor(std::get<1>(r));
+    *dbeta = new at::Tensor(std::get<2>(r));
+    return 0;
+  } catch (const std::exception &e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return 1;
+  }
+}
