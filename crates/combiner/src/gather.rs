@@ -366,18 +366,26 @@ impl<B: Backend> Table<B> {
         dims
     }
 
+    /// The view of `rows` and the part (with the index of its first row)
+    /// its window falls inside, if both exist.
+    fn part_of(&self, rows: &Rows<B>) -> Option<(View, &Tensor<B, 4>, usize)> {
+        let view = rows.view?;
+        let (start, end) = view.window();
+        let mut offset = 0;
+        for part in &self.parts {
+            let m = part.dims()[2];
+            if offset <= start && end <= offset + m {
+                return Some((view, part, offset));
+            }
+            offset += m;
+        }
+        None
+    }
+
     /// Rows `rows` of the stack.
     pub fn take(&self, rows: &Rows<B>) -> Tensor<B, 4> {
-        if let Some(view) = rows.view {
-            let (start, end) = view.window();
-            let mut offset = 0;
-            for part in &self.parts {
-                let m = part.dims()[2];
-                if offset <= start && end <= offset + m {
-                    return view.read(part.clone(), offset);
-                }
-                offset += m;
-            }
+        if let Some((view, part, offset)) = self.part_of(rows) {
+            return view.read(part.clone(), offset);
         }
         let whole = self
             .whole
@@ -391,18 +399,9 @@ impl<B: Backend> Table<B> {
     /// rows are a grid of it, so that the attention kernels read blocks and
     /// transposed blocks in place; [`Table::take`] reshaped otherwise.
     pub fn take_grouped(&self, rows: &Rows<B>, groups: usize, size: usize) -> Tensor<B, 5> {
-        if let Some(view) = rows.view {
-            let (start, end) = view.window();
-            let mut offset = 0;
-            for part in &self.parts {
-                let m = part.dims()[2];
-                if offset <= start && end <= offset + m {
-                    if let Some(x) = view.read_grouped(part.clone(), offset, groups, size) {
-                        return x;
-                    }
-                    break;
-                }
-                offset += m;
+        if let Some((view, part, offset)) = self.part_of(rows) {
+            if let Some(x) = view.read_grouped(part.clone(), offset, groups, size) {
+                return x;
             }
         }
         let [b, h, _, f] = self.parts[0].dims();
