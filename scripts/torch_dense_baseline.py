@@ -76,6 +76,8 @@ def main():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--json", default=None)
+    p.add_argument("--profile", default=None,
+                   help="also write the CUDA kernels of 3 profiled steps (torch.profiler) to this file")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     dev = "cuda"
@@ -121,6 +123,23 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
+    if a.profile:
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+        kernels = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                k = kernels.setdefault(e.name, [0.0, 0])
+                k[0] += e.device_time / 3e3
+                k[1] += 1
+        total = sum(ms for ms, _ in kernels.values())
+        with open(a.profile, "w") as f:
+            f.write(f"{sum(n for _, n in kernels.values()) / 3:.0f} kernels a step, {total:.1f} ms a step (torch.profiler, 3 steps)\n")
+            for name, (ms, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:40]:
+                f.write(f"{100 * ms / total:5.1f}% {ms:9.2f} ms {n / 3:7.1f}x  {name[:100]}\n")
 
 
 if __name__ == "__main__":

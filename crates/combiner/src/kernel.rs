@@ -211,6 +211,15 @@ pub trait LayerKernel<B: Backend>: Send + Sync {
         beta: Option<Tensor<B, 1>>,
         epsilon: f64,
     ) -> Tensor<B, 2>;
+
+    /// The residual add `x + y` of a mixed-precision block: `y` (a branch's
+    /// output, in the compute dtype) cast to the dtype of `x` (the residual
+    /// stream) and added, which a backend with mixed-dtype adds runs as one
+    /// pass. The gradient of `y` is the output's gradient cast back.
+    fn residual(&self, x: Tensor<B, 2>, y: Tensor<B, 2>) -> Tensor<B, 2> {
+        let dtype = x.dtype();
+        x + crate::to_dtype(y, dtype)
+    }
 }
 
 /// Makes `kernel` the dense-layer kernel of backend `B` (replacing any
@@ -286,6 +295,19 @@ pub fn layer_norm<B: Backend, const D: usize>(
             epsilon,
         )
         .reshape(dims)
+}
+
+/// `x + y` with `y` cast to the dtype of `x` (see [`LayerKernel::residual`]),
+/// through the backend's [`LayerKernel`] when it has one.
+pub fn residual<B: Backend, const D: usize>(x: Tensor<B, D>, y: Tensor<B, D>) -> Tensor<B, D> {
+    let Some(kernel) = layer_kernel::<B>() else {
+        let dtype = x.dtype();
+        return x + crate::to_dtype(y, dtype);
+    };
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let flat = |t: Tensor<B, D>| t.reshape([rows, dims[D - 1]]);
+    kernel.residual(flat(x), flat(y)).reshape(dims)
 }
 
 #[cfg(test)]

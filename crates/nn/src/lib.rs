@@ -6,7 +6,7 @@ pub mod precision;
 
 use burn::nn::{Dropout, DropoutConfig, Gelu, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use combiner::kernel::{layer_norm, linear};
+use combiner::kernel::{layer_norm, linear, residual};
 use combiner::Mode;
 use combiner_attention::{Attention, AttentionConfig};
 use precision::to_dtype;
@@ -87,16 +87,16 @@ impl<B: Backend> Block<B> {
     /// - `x`: `[batch, seq, d_model]` -> `[batch, seq, d_model]`
     ///
     /// Layer norms run in the dtype of `x` (the residual stream); attention
-    /// and MLP run in the dtype of this block's `Linear` weights (bf16 in a
-    /// [`precision::to_compute`] copy) and are cast back before the add.
+    /// and MLP (with the dropout after it) run in the dtype of this block's
+    /// `Linear` weights (bf16 in a [`precision::to_compute`] copy) and are
+    /// cast back in the residual add.
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let stream = x.dtype();
         let compute = self.fc1.weight.val().dtype();
         let h = to_dtype(layer_norm(&self.norm_attn, x.clone(), LN_EPSILON), compute);
-        let x = x + to_dtype(self.attn.forward(h), stream);
+        let x = residual(x, self.attn.forward(h));
         let h = to_dtype(layer_norm(&self.norm_mlp, x.clone(), LN_EPSILON), compute);
         let h = linear(&self.fc2, self.act.forward(linear(&self.fc1, h)));
-        x + self.dropout.forward(to_dtype(h, stream))
+        residual(x, self.dropout.forward(h))
     }
 }
 

@@ -34,6 +34,8 @@ pub struct AdamWStep {
     pub epsilon: f32,
     /// Decoupled weight decay (the parameter is scaled by `1 - lr * wd`).
     pub weight_decay: f32,
+    /// The step number `t` of this parameter (1 for its first step).
+    pub time: usize,
     /// Bias corrections `1 - beta_1^t` and `1 - beta_2^t` of step `t`.
     pub correction_1: f32,
     /// See `correction_1`.
@@ -145,6 +147,7 @@ impl<B: Backend> SimpleOptimizer<B> for AdamW {
             beta_2: BETA_2,
             epsilon: EPSILON,
             weight_decay: self.weight_decay,
+            time,
             correction_1: 1.0 - BETA_1.powi(time as i32),
             correction_2: 1.0 - BETA_2.powi(time as i32),
             clip_norm: self.clip_norm,

@@ -1,6 +1,7 @@
-//! The AdamW step of the tch backend in nine PyTorch operations (and six
-//! more, five of them on the one-element norm, when clipping), where
-//! burn's generic step and clipping are twenty-two launches per parameter.
+//! The AdamW step of the tch backend: PyTorch's fused kernel (one launch
+//! for the moments and the parameter, `_fused_adamw_` through `aten.rs`),
+//! after four launches on the one-element norm when clipping, where burn's
+//! generic step and clipping are twenty-two launches per parameter.
 
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use burn::tensor::TensorPrimitive;
 use combiner_train::optim::{register_adamw, AdamWKernel, AdamWStep};
 use tch::Tensor as T;
 
+use super::aten;
+
 /// Registers the step for `LibTorch<E>`, the inner backend optimizers run on.
 pub fn register<E: TchElement>() {
     register_adamw::<LibTorch<E>>(Arc::new(Fused));
@@ -17,12 +20,20 @@ pub fn register<E: TchElement>() {
 
 struct Fused;
 
-fn raw<E: TchElement>(x: Tensor<LibTorch<E>, 1>) -> T {
-    x.into_primitive().tensor().tensor
-}
-
 fn wrap<E: TchElement>(x: T) -> Tensor<LibTorch<E>, 1> {
     Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(x)))
+}
+
+/// The libtorch tensor of `x`, to be changed in place: `x`'s own when no
+/// other burn handle shares its storage (burn-tch's rule for its own
+/// in-place operations) and it is dense, a copy otherwise.
+fn owned<E: TchElement>(x: Tensor<LibTorch<E>, 1>) -> T {
+    let x = x.into_primitive().tensor();
+    if x.can_mut() && x.tensor.is_contiguous() {
+        x.tensor
+    } else {
+        x.tensor.copy()
+    }
 }
 
 impl<E: TchElement> AdamWKernel<LibTorch<E>> for Fused {
@@ -34,32 +45,28 @@ impl<E: TchElement> AdamWKernel<LibTorch<E>> for Fused {
         moment_2: Tensor<LibTorch<E>, 1>,
         s: &AdamWStep,
     ) -> [Tensor<LibTorch<E>, 1>; 3] {
-        let [p, g, m, v] = [param, grad, moment_1, moment_2].map(raw);
-        // Every result is a new tensor (in-place operations only on tensors
-        // made here): the inputs may share storage with other burn handles.
-        let g = match s.clip_norm {
-            Some(clip) => {
-                // burn's clip_by_norm: min(1, clip / (|g| + min_positive))
-                let tiny = f64::from(f32::MIN_POSITIVE);
-                let mut coef = g.norm();
-                let _ = coef.g_add_scalar_(tiny);
-                let _ = coef.reciprocal_();
-                let _ = coef.g_mul_scalar_(f64::from(clip));
-                let _ = coef.clamp_max_(1.0);
-                &g * &coef
-            }
-            None => g,
+        let [mut p, mut g, mut m, mut v] = [param, grad, moment_1, moment_2].map(owned);
+        // burn's clip_by_norm multiplies by min(1, clip / (|g| + tiny));
+        // the fused kernel divides by max(1, (|g| + tiny) / clip)
+        let scale = s.clip_norm.map(|clip| {
+            let clip = f64::from(clip);
+            let mut scale = g.norm();
+            let _ = scale.g_add_scalar_(f64::from(f32::MIN_POSITIVE));
+            let _ = scale.g_mul_scalar_(1.0 / clip);
+            let _ = scale.clamp_min_(1.0);
+            scale
+        });
+        // t on the device without a host-to-device copy (which would wait
+        // for the queue)
+        let t = T::full([1], s.time as f64, (tch::Kind::Float, p.device()));
+        let scalars = aten::AdamW {
+            lr: s.lr,
+            beta_1: f64::from(s.beta_1),
+            beta_2: f64::from(s.beta_2),
+            weight_decay: f64::from(s.weight_decay),
+            epsilon: f64::from(s.epsilon),
         };
-        let m = m.lerp(&g, f64::from(1.0 - s.beta_1));
-        let v = v.lerp(&(&g * &g), f64::from(1.0 - s.beta_2));
-        // (m / c1) / (sqrt(v / c2) + eps) = (sqrt(c2) / c1) m / (sqrt(v) + eps sqrt(c2))
-        let root_c2 = f64::from(s.correction_2).sqrt();
-        let mut denom = v.sqrt();
-        let _ = denom.g_add_scalar_(f64::from(s.epsilon) * root_c2);
-        let mut update = &m / &denom;
-        let _ = update.g_mul_scalar_(-s.lr * root_c2 / f64::from(s.correction_1));
-        let mut p = p.g_mul_scalar(1.0 - s.lr * f64::from(s.weight_decay));
-        let _ = p.g_add_(&update);
+        aten::fused_adamw(&mut p, &mut g, &mut m, &mut v, &t, scalars, scale.as_ref());
         [wrap(p), wrap(m), wrap(v)]
     }
 }

@@ -74,6 +74,30 @@ impl<E: TchElement> LayerKernel<LibTorch<E>> for Dense {
         let (g, b) = (raw(gamma), beta.map(raw));
         wrap(raw(x).layer_norm([d], Some(&g), b.as_ref(), epsilon, true))
     }
+
+    fn residual(
+        &self,
+        x: Tensor<LibTorch<E>, 2>,
+        y: Tensor<LibTorch<E>, 2>,
+    ) -> Tensor<LibTorch<E>, 2> {
+        wrap(mixed_add(&raw(x), &raw(y)))
+    }
+}
+
+/// `x + y` in the dtype of `x`: one pass that reads `y` in its own dtype
+/// where PyTorch's type promotion gives the dtype of `x` (an f32 stream
+/// plus a bf16 or f16 branch), a cast and an add otherwise.
+fn mixed_add(x: &T, y: &T) -> T {
+    let widens = matches!(
+        (x.kind(), y.kind()),
+        (Kind::Float, Kind::BFloat16 | Kind::Half)
+            | (Kind::Double, Kind::Float | Kind::BFloat16 | Kind::Half)
+    );
+    if y.kind() == x.kind() || widens {
+        x + y
+    } else {
+        x + y.to_kind(x.kind())
+    }
 }
 
 /// A tensor the autodiff state holds. burn-tch runs an operation in place
@@ -161,6 +185,33 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for NormBackward {
     }
 }
 
+/// The residual add's backward: the output's gradient for the stream, the
+/// same cast to the branch's dtype for the branch.
+#[derive(Debug)]
+struct ResidualBackward;
+
+impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for ResidualBackward {
+    type State = Kind;
+
+    fn backward(self, ops: Ops<Kind, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<LibTorch<E>>(&ops.node);
+        let [px, py] = [0, 1].map(|i| ops.parents.get(i).cloned().flatten());
+        if let Some(node) = py {
+            let g = if grad.tensor.kind() == ops.state {
+                // burn's clone: the two handles count as shares, so neither
+                // is changed in place
+                grad.clone()
+            } else {
+                TchTensor::new(grad.tensor.to_kind(ops.state))
+            };
+            grads.register::<LibTorch<E>>(node.id, g);
+        }
+        if let Some(node) = px {
+            grads.register::<LibTorch<E>>(node.id, grad);
+        }
+    }
+}
+
 type Ad<E> = Autodiff<LibTorch<E>>;
 
 /// Finishes the autodiff node of `op` on the parents' `nodes` (burn does
@@ -239,6 +290,14 @@ impl<E: TchElement> LayerKernel<Ad<E>> for Dense {
             None => node!(NormBackward, [x.node, g.node], state, out),
         }
     }
+
+    fn residual(&self, x: Tensor<Ad<E>, 2>, y: Tensor<Ad<E>, 2>) -> Tensor<Ad<E>, 2> {
+        let x = x.into_primitive().tensor();
+        let y = y.into_primitive().tensor();
+        let out = mixed_add(&x.primitive.tensor, &y.primitive.tensor);
+        let kind = y.primitive.tensor.kind();
+        node!(ResidualBackward, [x.node, y.node], kind, out)
+    }
 }
 
 #[cfg(test)]
@@ -247,7 +306,8 @@ mod tests {
     use burn::backend::libtorch::LibTorchDevice;
     use burn::nn::{LayerNormConfig, LinearConfig};
     use burn::tensor::Distribution;
-    use combiner::kernel::{layer_kernel, layer_norm, linear};
+    use burn::tensor::FloatDType;
+    use combiner::kernel::{layer_kernel, layer_norm, linear, residual};
 
     type B = Ad<f32>;
 
@@ -256,7 +316,9 @@ mod tests {
     }
 
     /// The fused layers equal burn's generic ones on libtorch's CPU device,
-    /// forward and every gradient, at a shape with leading dims to flatten.
+    /// forward and every gradient, at a shape with leading dims to flatten,
+    /// in a block whose branch runs in bf16 (its residual add reads it
+    /// without a cast pass where fused).
     #[test]
     fn fused_layers_match_the_generic_ones() {
         let _serial = crate::kernels::SERIAL
@@ -287,7 +349,8 @@ mod tests {
             // into `r`'s storage, which the norm's backward still needs
             let r = x.clone() * 2.0;
             let h = layer_norm(&norm, r.clone(), 1e-5);
-            let y = r + linear(&lin, h);
+            let y = residual(r, linear(&lin, h).cast(FloatDType::BF16));
+            assert_eq!(y.dtype(), burn::tensor::DType::F32);
             combiner::kernel::set_enabled(true);
             let grads = (y.clone() * up.clone()).sum().backward();
             let g = |p: &Tensor<B, 1>| p.grad(&grads).unwrap();
