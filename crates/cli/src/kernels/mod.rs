@@ -2,12 +2,16 @@
 //!
 //! Each term of the joint softmax is a batch of small dense attentions
 //! (`groups` blocks of `group_size` queries over `width` items, some pairs
-//! masked). A term whose blocks see every item, or exactly the causal
-//! prefix of a square block, runs FlashAttention-2 (PyTorch's
-//! `_scaled_dot_product_flash_attention`, through `aten.rs`); any other
-//! mask runs PyTorch's memory-efficient attention (the CUTLASS kernel
-//! behind `scaled_dot_product_attention` with a mask) with the mask as an
-//! additive bias. Neither writes the logits to memory. The terms' outputs
+//! masked). Terms run PyTorch's memory-efficient attention (the CUTLASS
+//! kernel behind `scaled_dot_product_attention`): without a mask, with the
+//! causal mask of square blocks as the kernel's own mask type, and with any
+//! other mask as an additive bias. Terms of at least [`FLASH_MIN_GROUP`]
+//! queries per block without a mask or with the causal one run
+//! FlashAttention-2 (PyTorch's `_scaled_dot_product_flash_attention`,
+//! through `aten.rs`) instead: its backward works in 128-query tiles and
+//! accumulates `dq` in f32 through two extra kernels, which costs more than
+//! it saves on the small blocks of the paper's grids. Neither kernel writes
+//! the logits to memory. The terms' outputs
 //! `o_t` and log-sum-exps `lse_t` are merged per query as split attention
 //! is (`lse = logsumexp_t lse_t`, `o = sum_t exp(lse_t - lse) o_t`), which
 //! is the one softmax over the union of the terms.
@@ -82,6 +86,13 @@ const MIN_GROUP: usize = 16;
 
 /// The largest head dim FlashAttention-2 runs.
 const MAX_FLASH_HEAD_DIM: i64 = 256;
+
+/// Blocks of fewer queries run memory-efficient attention even where
+/// FlashAttention-2 could: forward and backward of the row-major grid's
+/// row terms on one H100 (`scripts/bench_blocks_torch.py`, bf16, 8 heads
+/// of 64) took 0.94 against 1.35 ms with 96-query blocks (CIFAR-10,
+/// batch 32) and 1.17 against 1.47 ms with 192 (ImageNet-64, batch 8).
+const FLASH_MIN_GROUP: i64 = 256;
 
 /// Tests run the kernel's layouts, merge and backward node on libtorch's
 /// CPU device, with the attention of each term in plain operations
@@ -274,8 +285,19 @@ enum Order {
 enum Attn {
     /// FlashAttention-2, without a mask or with the causal one.
     Flash { causal: bool },
-    /// Memory-efficient attention with the mask as a bias.
-    Efficient,
+    /// Memory-efficient attention: without a mask, with the causal one
+    /// (the kernel's mask type) or, when `causal` is false and the term
+    /// has a mask, with the mask as a bias.
+    Efficient { causal: bool },
+}
+
+impl Attn {
+    /// Whether the kernel applies the causal mask of square blocks itself.
+    fn causal(self) -> bool {
+        match self {
+            Attn::Flash { causal } | Attn::Efficient { causal } => causal,
+        }
+    }
 }
 
 /// One term on the device in the kernel's layout `[B, M, H, K]` (see
@@ -403,15 +425,16 @@ impl Term {
         } else {
             Order::Indexed
         };
-        let attn = if d <= MAX_FLASH_HEAD_DIM && (t.hidden.is_none() || (t.causal && g == w)) {
-            Attn::Flash {
-                causal: t.hidden.is_some(),
-            }
+        // no mask, or the causal one the kernels apply without reading it
+        let plain = t.hidden.is_none() || (t.causal && g == w);
+        let causal = plain && t.hidden.is_some();
+        let attn = if plain && d <= MAX_FLASH_HEAD_DIM && g >= FLASH_MIN_GROUP {
+            Attn::Flash { causal }
         } else {
-            Attn::Efficient
+            Attn::Efficient { causal }
         };
         let bias = match (attn, &t.hidden) {
-            (Attn::Efficient, Some(hidden)) => {
+            (Attn::Efficient { causal: false }, Some(hidden)) => {
                 let wpad = (w + 15) / 16 * 16;
                 let hidden: TchTensor = hidden.clone().into_primitive().into();
                 let block = T::zeros([gs, g, wpad], (q.kind(), q.device()));
@@ -529,7 +552,7 @@ impl Term {
                 self.flash = Some(saved);
                 (o, lse)
             }
-            Attn::Efficient => {
+            Attn::Efficient { causal } => {
                 let (o, lse, seed, offset) = T::internal_scaled_dot_product_efficient_attention(
                     &self.q.transpose(1, 2),
                     &self.k.transpose(1, 2),
@@ -537,7 +560,7 @@ impl Term {
                     self.bias.as_ref(),
                     true,
                     0.0,
-                    false,
+                    causal,
                     self.scale,
                 );
                 self.seed = seed;
@@ -627,7 +650,7 @@ impl Term {
                 );
                 (gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2))
             }
-            Attn::Efficient => {
+            Attn::Efficient { causal } => {
                 let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
                 let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
                     &grad_t,
@@ -644,7 +667,8 @@ impl Term {
                     0.0,
                     &self.seed,
                     &self.offset,
-                    0,
+                    // the mask type: 1 = causal from the top left
+                    i64::from(causal),
                     false,
                     self.scale,
                     None,
@@ -664,6 +688,9 @@ fn merge(terms: &mut [Term]) -> Merged {
     if results.len() == 1 {
         let (out, lse) = results.pop().expect("one term");
         return Merged { out, lse };
+    }
+    if let Some(merged) = merge_in_place(&results) {
+        return merged;
     }
     let lses: Vec<T> = results.iter().map(|(_, l)| l.shallow_clone()).collect();
     let lse = T::stack(&lses, 0).logsumexp([0], false);
@@ -685,6 +712,48 @@ fn merge(terms: &mut [Term]) -> Merged {
         }
     }
     Merged { out, lse }
+}
+
+/// [`merge`] where every term's output lies in the projections' `[b, len,
+/// h, d]` memory order (terms read in place): the weights are laid out in
+/// the same order, so that each pass runs over `[b * len * h, d]` rows with
+/// one weight per row instead of a four-dim broadcast. `None` otherwise.
+fn merge_in_place(results: &[(T, T)]) -> Option<Merged> {
+    let outs = results
+        .iter()
+        .map(|(o, _)| {
+            let o = o.permute([0, 2, 1, 3]);
+            o.is_contiguous().then_some(o)
+        })
+        .collect::<Option<Vec<T>>>()?;
+    let [b, len, h, d] = {
+        let n = outs[0].size();
+        [n[0], n[1], n[2], n[3]]
+    };
+    let rows = b * len * h;
+    // [b, len, h], f32
+    let lses: Vec<T> = results
+        .iter()
+        .map(|(_, l)| l.permute([0, 2, 1]).contiguous())
+        .collect();
+    let lse = T::stack(&lses, 0).logsumexp([0], false);
+    let out = T::empty([b, len, h, d], (outs[0].kind(), outs[0].device()));
+    let mut flat = out.view([rows, d]);
+    for (i, (o, l)) in outs.iter().zip(&lses).enumerate() {
+        // exp(lse_t - lse) in f32; the products are computed in f32 and
+        // rounded once into `out`
+        let weight = (l - &lse).exp().view([rows, 1]);
+        let o = o.view([rows, d]);
+        if i == 0 {
+            let _ = o.mul_out(&flat, &weight);
+        } else {
+            let _ = flat.addcmul_(&o, &weight);
+        }
+    }
+    Some(Merged {
+        out: out.permute([0, 2, 1, 3]),
+        lse: lse.permute([0, 2, 1]),
+    })
 }
 
 #[derive(Debug)]
@@ -713,7 +782,7 @@ impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for JointBackward {
 /// backward from a joint softmax's output and log-sum-exp): what the
 /// kernel runs on the CPU, which [`accepts`] admits only in tests.
 mod math {
-    use super::{Attn, Term};
+    use super::Term;
     use tch::Tensor as T;
 
     /// Scaled, masked logits `[B, H, M, N]`.
@@ -724,7 +793,7 @@ mod math {
             Some(bias) => s + bias,
             None => s,
         };
-        if t.attn == (Attn::Flash { causal: true }) {
+        if t.attn.causal() {
             let (m, n) = (s.size()[2], s.size()[3]);
             let above = T::ones([m, n], (tch::Kind::Bool, s.device())).triu(1);
             s.masked_fill(&above, f64::NEG_INFINITY)
