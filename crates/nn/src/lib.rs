@@ -113,6 +113,16 @@ impl<B: Backend> Block<B> {
     }
 }
 
+/// The output head `layer` on `x` (the trunk's output, in the residual
+/// stream's dtype): the product runs in the dtype of the head's weights
+/// (the compute dtype in a [`precision::to_compute`] copy) and the logits
+/// come back in the dtype of `x`, so that the loss is computed in it.
+pub fn output_head<B: Backend, const D: usize>(layer: &Linear<B>, x: Tensor<B, D>) -> Tensor<B, D> {
+    let stream = x.dtype();
+    let compute = layer.weight.val().dtype();
+    to_dtype(linear(layer, to_dtype(x, compute)), stream)
+}
+
 /// A stack of pre-norm blocks with a final layer norm.
 #[derive(Module, Debug)]
 pub struct Trunk<B: Backend> {

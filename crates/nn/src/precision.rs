@@ -3,13 +3,15 @@
 //! burn 0.21 has no autocast, so mixed precision is built from casts:
 //!
 //! - [`to_compute`] makes a per-step copy of a model whose [`Linear`] layers
-//!   inside transformer [`Block`](crate::Block)s hold their weights in the
-//!   compute dtype (bf16 or f16), as fresh leaves of the autodiff graph.
-//!   Embeddings, layer norms, positional tables, centroids and the output
-//!   head stay f32.
+//!   inside transformer [`Block`](crate::Block)s, and its output head (the
+//!   `Linear` field named `head`), hold their weights in the compute dtype
+//!   (bf16 or f16), as fresh leaves of the autodiff graph. Embeddings,
+//!   layer norms, positional tables and centroids stay f32.
 //! - A block reads its compute dtype from its weights: layer norms run in
 //!   f32 on the f32 residual stream, attention and MLP run in the compute
-//!   dtype, and their outputs are cast back before the residual add.
+//!   dtype, and their outputs are cast back in the residual add. The head's
+//!   product runs in the compute dtype and its logits are cast back to f32
+//!   ([`output_head`](crate::output_head)).
 //!   Attention softmax runs in the compute dtype with its row sums
 //!   accumulated in f32 (`combiner::softmax_f32`).
 //! - The copy's gradients come back in the compute dtype;
@@ -61,32 +63,44 @@ impl Precision {
     }
 }
 
-/// Casts the parameters of `Linear` layers inside transformer blocks.
+/// Casts the parameters of `Linear` layers inside transformer blocks and
+/// of the output head.
 struct ComputeCopy {
     dtype: FloatDType,
     blocks: usize,
     linears: usize,
+    head: usize,
 }
 
 impl<B: Backend> ModuleMapper<B> for ComputeCopy {
-    fn enter_module(&mut self, _name: &str, container_type: &str) {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
         match container_type {
             "Struct:Block" => self.blocks += 1,
-            "Struct:Linear" => self.linears += 1,
+            "Struct:Linear" => {
+                self.linears += 1;
+                if name == "head" {
+                    self.head += 1;
+                }
+            }
             _ => {}
         }
     }
 
-    fn exit_module(&mut self, _name: &str, container_type: &str) {
+    fn exit_module(&mut self, name: &str, container_type: &str) {
         match container_type {
             "Struct:Block" => self.blocks -= 1,
-            "Struct:Linear" => self.linears -= 1,
+            "Struct:Linear" => {
+                self.linears -= 1;
+                if name == "head" {
+                    self.head -= 1;
+                }
+            }
             _ => {}
         }
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if self.blocks == 0 || self.linears == 0 {
+        if (self.blocks == 0 || self.linears == 0) && self.head == 0 {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
@@ -108,6 +122,7 @@ pub fn to_compute<B: Backend, M: Module<B>>(model: M, dtype: Option<FloatDType>)
             dtype,
             blocks: 0,
             linears: 0,
+            head: 0,
         }),
     }
 }

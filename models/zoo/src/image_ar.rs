@@ -11,7 +11,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use combiner::Mode;
 use combiner_data::batcher::LmBatch;
-use combiner_nn::{masked_cross_entropy, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig};
+use combiner_nn::{
+    masked_cross_entropy, output_head, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Start-of-image token id.
@@ -83,7 +85,7 @@ impl<B: Backend> ImageAr<B> {
     /// - `inputs`: `[batch, seq]` (start token then values), `seq <= height * width * channels`
     /// - output: `[batch, seq, 256]`
     pub fn forward(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.head.forward(self.trunk.forward(self.embed(inputs)))
+        output_head(&self.head, self.trunk.forward(self.embed(inputs)))
     }
 
     /// Value plus factorized row, column and channel position embeddings,

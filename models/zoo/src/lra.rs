@@ -7,7 +7,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use combiner::Mode;
 use combiner_data::batcher::{ClassificationBatch, PairBatch};
-use combiner_nn::{masked_cross_entropy, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig};
+use combiner_nn::{
+    masked_cross_entropy, output_head, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// How a sequence becomes one vector (the paper tries both per model).
@@ -124,7 +126,7 @@ impl<B: Backend> Lra<B> {
     /// - `tokens`: `[batch, seq]` -> `[batch, classes]`
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 2> {
         let h = burn::tensor::activation::gelu(self.hidden.forward(self.encode(tokens)));
-        self.head.forward(h)
+        output_head(&self.head, h)
     }
 
     /// Dual-encoder logits for pairs (LRA Retrieval): features `[u, v, u*v, u-v]`.

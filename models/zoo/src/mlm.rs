@@ -7,7 +7,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use combiner::Mode;
 use combiner_data::batcher::MlmBatch;
-use combiner_nn::{masked_cross_entropy, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig};
+use combiner_nn::{
+    masked_cross_entropy, output_head, Objective, OnlineKmeans, StepOutput, Trunk, TrunkConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Masked LM configuration.
@@ -50,7 +52,7 @@ impl<B: Backend> Mlm<B> {
     /// # Shapes
     /// - `inputs`: `[batch, seq]` -> logits `[batch, seq, vocab]`
     pub fn forward(&self, inputs: Tensor<B, 2, Int>) -> Tensor<B, 3> {
-        self.head.forward(self.trunk.forward(self.embed(inputs)))
+        output_head(&self.head, self.trunk.forward(self.embed(inputs)))
     }
 
     /// Token plus position embeddings, `[batch, seq]` -> `[batch, seq, d_model]`.
