@@ -163,6 +163,32 @@ fn draw_panel(area: &Area<'_>, panel: &Panel, names: &[&str]) -> Result<()> {
     }
 }
 
+/// An axis label: at most three significant digits, thousands as `k` and
+/// millions as `M`, no trailing `.0` (`16384` -> `16.4k`, `4096` -> `4.1k`,
+/// `0.25` -> `0.25`, `3` -> `3`).
+fn compact(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    let (scaled, unit) = match v.abs() {
+        a if a >= 1e6 => (v / 1e6, "M"),
+        a if a >= 1e3 => (v / 1e3, "k"),
+        _ => (v, ""),
+    };
+    let digits = if scaled == 0.0 {
+        0
+    } else {
+        (2 - scaled.abs().log10().floor() as i32).clamp(0, 6) as usize
+    };
+    let text = format!("{scaled:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    format!("{text}{unit}")
+}
+
 fn draw<X, Y>(area: &Area<'_>, panel: &Panel, names: &[&str], x: X, y: Y) -> Result<()>
 where
     X: AsRangedCoord<Value = f64>,
@@ -182,6 +208,10 @@ where
         .configure_mesh()
         .x_desc(panel.x_label.as_str())
         .y_desc(panel.y_label.as_str())
+        .x_labels(8)
+        .y_labels(8)
+        .x_label_formatter(&|v| compact(*v))
+        .y_label_formatter(&|v| compact(*v))
         .label_style(("sans-serif", 13))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
@@ -213,6 +243,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn axis_labels_are_compact() {
+        for (v, want) in [
+            (16384.0, "16.4k"),
+            (4096.0, "4.1k"),
+            (65536.0, "65.5k"),
+            (1000.0, "1k"),
+            (2.5e6, "2.5M"),
+            (0.25, "0.25"),
+            (3.0, "3"),
+            (0.0, "0"),
+            (123.456, "123"),
+            (-1500.0, "-1.5k"),
+        ] {
+            assert_eq!(compact(v), want, "{v}");
+        }
+    }
 
     #[test]
     fn ranges_skip_non_finite_and_non_positive_on_log_axes() {
