@@ -1,7 +1,7 @@
 //! The AdamW step of the tch backend: PyTorch's fused kernel (one launch
 //! for the moments and the parameter, `_fused_adamw_` through `aten.rs`),
-//! after four launches on the one-element norm when clipping, where burn's
-//! generic step and clipping are twenty-two launches per parameter.
+//! after three launches for the clipping norm, where burn's generic step
+//! and clipping are twenty-two launches per parameter.
 
 use std::sync::Arc;
 
@@ -36,6 +36,30 @@ fn owned<E: TchElement>(x: Tensor<LibTorch<E>, 1>) -> T {
     }
 }
 
+thread_local! {
+    /// The step number of the last step on the device, as the fused kernel
+    /// reads it: one fill a step instead of one a parameter.
+    static STEP: std::cell::RefCell<Option<(usize, tch::Device, T)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `t` as a one-element f32 tensor on `device`, made without a
+/// host-to-device copy (which would wait for the queue) and shared by the
+/// parameters of a step.
+fn step_tensor(time: usize, device: tch::Device) -> T {
+    STEP.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        match &*cell {
+            Some((t, d, x)) if *t == time && *d == device => x.shallow_clone(),
+            _ => {
+                let x = T::full([1], time as f64, (tch::Kind::Float, device));
+                *cell = Some((time, device, x.shallow_clone()));
+                x
+            }
+        }
+    })
+}
+
 impl<E: TchElement> AdamWKernel<LibTorch<E>> for Fused {
     fn step(
         &self,
@@ -46,19 +70,15 @@ impl<E: TchElement> AdamWKernel<LibTorch<E>> for Fused {
         s: &AdamWStep,
     ) -> [Tensor<LibTorch<E>, 1>; 3] {
         let [mut p, mut g, mut m, mut v] = [param, grad, moment_1, moment_2].map(owned);
-        // burn's clip_by_norm multiplies by min(1, clip / (|g| + tiny));
-        // the fused kernel divides by max(1, (|g| + tiny) / clip)
+        // burn's clip_by_norm multiplies by min(1, clip / (|g| + tiny)); the
+        // fused kernel divides by max(1, |g| / clip), which needs no tiny
         let scale = s.clip_norm.map(|clip| {
-            let clip = f64::from(clip);
             let mut scale = g.norm();
-            let _ = scale.g_add_scalar_(f64::from(f32::MIN_POSITIVE));
-            let _ = scale.g_mul_scalar_(1.0 / clip);
+            let _ = scale.g_mul_scalar_(1.0 / f64::from(clip));
             let _ = scale.clamp_min_(1.0);
             scale
         });
-        // t on the device without a host-to-device copy (which would wait
-        // for the queue)
-        let t = T::full([1], s.time as f64, (tch::Kind::Float, p.device()));
+        let t = step_tensor(s.time, p.device());
         let scalars = aten::AdamW {
             lr: s.lr,
             beta_1: f64::from(s.beta_1),
