@@ -211,6 +211,11 @@ pub struct StepLog {
     /// Validation accuracy (classifiers), when evaluated at this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_accuracy: Option<f64>,
+    /// Milliseconds the host waited for the device when it read the step's
+    /// loss: the device's lead. Near zero, the host is the bottleneck (it
+    /// launches work no faster than the device runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<f64>,
 }
 
 /// On resume from `step`: lines of `metrics.jsonl` after that step (written
@@ -350,6 +355,7 @@ fn progress_line(line: &StepLog, steps: usize, objective: Objective) -> String {
         tokens_per_s: tps,
         valid_loss,
         valid_accuracy,
+        ..
     } = *line;
     // classifiers have no accuracy per step: the loss says it all
     let extra = match objective {
@@ -617,6 +623,7 @@ where
         let mut round_loss = 0.0;
         let mut last_time = std::time::Instant::now();
         let mut tokens = 0usize;
+        let mut wait = 0.0f64;
         let stop_at = opts
             .stop_after
             .map_or(opts.steps, |n| (self.start.step + n).min(opts.steps));
@@ -641,7 +648,9 @@ where
                 scale_grads(&learner.model(), &mut grads, 1.0 / pending as f64);
                 learner.optimizer_step(grads);
             }
+            let read = std::time::Instant::now();
             let loss = loss_of(&out.item);
+            wait += read.elapsed().as_secs_f64();
             if !loss.is_finite() {
                 // the model in memory may hold the step's update; the
                 // checkpoints on disk do not
@@ -709,6 +718,7 @@ where
                 tokens_per_s: tps,
                 valid_loss,
                 valid_accuracy,
+                wait_ms: Some(1e3 * std::mem::take(&mut wait)),
             };
             if let Err(e) = log.append(&line) {
                 self.fail(e);
