@@ -84,14 +84,15 @@ struct Cli {
     device: usize,
     /// Run generic tensor operations even where the backend has fused
     /// kernels (tch: the joint softmax of Combiner attention through
-    /// PyTorch's FlashAttention-2 and memory-efficient attention on CUDA
+    /// PyTorch's memory-efficient attention and FlashAttention-2 on CUDA
     /// in bf16/f16, linear layers as one addmm, layer norm as one kernel,
-    /// AdamW in a few operations); for comparing.
+    /// the mixed-precision residual add in one pass, AdamW as PyTorch's
+    /// fused kernel); for comparing.
     #[arg(long, global = true, help_heading = "Backend")]
     no_fused: bool,
-    /// Keep the fused joint softmax but run linear layers, layer norms and
-    /// the optimizer step with generic operations (to measure what each
-    /// kernel adds).
+    /// Keep the fused joint softmax but run linear layers, layer norms,
+    /// residual adds and the optimizer step with generic operations (to
+    /// measure what each kernel adds).
     #[arg(long, global = true, help_heading = "Backend")]
     no_fused_layers: bool,
     #[command(subcommand)]
