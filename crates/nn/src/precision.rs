@@ -73,34 +73,32 @@ struct ComputeCopy {
 }
 
 impl<B: Backend> ModuleMapper<B> for ComputeCopy {
+    // burn names the field entered and the struct that holds it: `weight`
+    // of `Struct:Linear`, `head` of the model's struct
     fn enter_module(&mut self, name: &str, container_type: &str) {
         match container_type {
             "Struct:Block" => self.blocks += 1,
-            "Struct:Linear" => {
-                self.linears += 1;
-                if name == "head" {
-                    self.head += 1;
-                }
-            }
+            "Struct:Linear" => self.linears += 1,
             _ => {}
+        }
+        if name == "head" {
+            self.head += 1;
         }
     }
 
     fn exit_module(&mut self, name: &str, container_type: &str) {
         match container_type {
             "Struct:Block" => self.blocks -= 1,
-            "Struct:Linear" => {
-                self.linears -= 1;
-                if name == "head" {
-                    self.head -= 1;
-                }
-            }
+            "Struct:Linear" => self.linears -= 1,
             _ => {}
+        }
+        if name == "head" {
+            self.head -= 1;
         }
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        if (self.blocks == 0 || self.linears == 0) && self.head == 0 {
+        if (self.blocks == 0 && self.head == 0) || self.linears == 0 {
             return param;
         }
         let (id, tensor, mapper) = param.consume();

@@ -214,3 +214,49 @@ fn image_sampling_yields_full_images() {
     assert_eq!(images.len(), 3);
     assert!(images.iter().all(|im| im.len() == 12));
 }
+
+/// The floating-point parameter dtypes of `model`.
+fn dtypes<M: Module<B>>(model: &M) -> Vec<burn::tensor::DType> {
+    struct V(Vec<burn::tensor::DType>);
+    impl burn::module::ModuleVisitor<B> for V {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B, D>>) {
+            self.0.push(p.val().dtype());
+        }
+    }
+    let mut v = V(vec![]);
+    model.visit(&mut v);
+    v.0
+}
+
+/// A mixed-precision copy (f64 stands in for bf16: ndarray refuses
+/// mixed-dtype operations, so a missing cast fails) holds the block
+/// `Linear` weights and the output head in the compute dtype, everything
+/// else in f32, and gives the f32 model's logits, in f32.
+#[test]
+fn the_compute_copy_runs_blocks_and_head_in_the_compute_dtype() {
+    use burn::tensor::{DType, FloatDType};
+    use combiner_nn::precision::to_compute;
+    let dev = Default::default();
+    let model = ImageArConfig {
+        trunk: trunk(axial(4, 12)),
+        height: 4,
+        width: 4,
+        channels: 3,
+    }
+    .init::<B>(&dev);
+    // burn initializes parameters lazily: read them once, so that the copy
+    // starts from the same values
+    assert!(dtypes(&model).iter().all(|&d| d == DType::F32));
+    let copy = to_compute(model.clone(), Some(FloatDType::F64));
+    let low = dtypes(&copy);
+    // two blocks of six Linear layers (q, k, v, output, fc1, fc2) with a
+    // bias each, and the head's weight and bias
+    let compute = low.iter().filter(|&&d| d == DType::F64).count();
+    assert_eq!(compute, 2 * 6 * 2 + 2, "{low:?}");
+    let inputs = image_batch().inputs;
+    let want = model.forward(inputs.clone());
+    let got = copy.forward(inputs);
+    assert_eq!(got.dtype(), DType::F32);
+    let diff: f32 = (got - want).abs().max().into_scalar().elem();
+    assert!(diff < 1e-4, "logits differ from f32 by {diff}");
+}
