@@ -714,56 +714,33 @@ fn merge(terms: &mut [Term]) -> Merged {
     Merged { out, lse }
 }
 
-/// [`merge`] where every term's output lies in the projections' `[b, len,
-/// h, d]` memory order (terms read in place): the passes run over `[b * len
-/// * h, d]` rows with one weight per row. Two terms merge in one pass,
-/// `o = o_2 + w_1 (o_1 - o_2)` (`w_2 = 1 - w_1`), PyTorch's `lerp` with
-/// `w_1` rounded to the compute dtype (the kernel reads one dtype; it
-/// computes in f32): 0.18 ms on an H100 at CIFAR-10's shape where the two
-/// mixed-dtype passes of [`merge`] take 0.55 ms
+/// [`merge`] of two terms whose outputs lie in the projections' `[b, len,
+/// h, d]` memory order (terms read in place), in one pass over `[b * len *
+/// h, d]` rows: `o = o_2 + w_1 (o_1 - o_2)` (`w_2 = 1 - w_1`), PyTorch's
+/// `lerp` with `w_1` rounded to the compute dtype (the kernel reads one
+/// dtype; it computes in f32): 0.18 ms on an H100 at CIFAR-10's shape
+/// where the two mixed-dtype passes of [`merge`] take 0.55 ms
 /// (`scripts/bench_reductions_torch.py`). `None` otherwise.
 fn merge_in_place(results: &[(T, T)]) -> Option<Merged> {
-    let outs = results
-        .iter()
-        .map(|(o, _)| {
-            let o = o.permute([0, 2, 1, 3]);
-            o.is_contiguous().then_some(o)
-        })
-        .collect::<Option<Vec<T>>>()?;
+    let [(o1, l1), (o2, l2)] = results else {
+        return None;
+    };
+    let (o1, o2) = (o1.permute([0, 2, 1, 3]), o2.permute([0, 2, 1, 3]));
+    if !(o1.is_contiguous() && o2.is_contiguous()) {
+        return None;
+    }
     let [b, len, h, d] = {
-        let n = outs[0].size();
+        let n = o1.size();
         [n[0], n[1], n[2], n[3]]
     };
     let rows = b * len * h;
     // [b, len, h], f32
-    let lses: Vec<T> = results
-        .iter()
-        .map(|(_, l)| l.permute([0, 2, 1]).contiguous())
-        .collect();
-    let lse = T::stack(&lses, 0).logsumexp([0], false);
-    if let [o1, o2] = &outs[..] {
-        let w1 = (&lses[0] - &lse).exp().to_kind(o1.kind()).view([rows, 1]);
-        let out = o2.view([rows, d]).lerp_tensor(&o1.view([rows, d]), &w1);
-        return Some(Merged {
-            out: out.view([b, len, h, d]).permute([0, 2, 1, 3]),
-            lse: lse.permute([0, 2, 1]),
-        });
-    }
-    let out = T::empty([b, len, h, d], (outs[0].kind(), outs[0].device()));
-    let mut flat = out.view([rows, d]);
-    for (i, (o, l)) in outs.iter().zip(&lses).enumerate() {
-        // exp(lse_t - lse) in f32; the products are computed in f32 and
-        // rounded once into `out`
-        let weight = (l - &lse).exp().view([rows, 1]);
-        let o = o.view([rows, d]);
-        if i == 0 {
-            let _ = o.mul_out(&flat, &weight);
-        } else {
-            let _ = flat.addcmul_(&o, &weight);
-        }
-    }
+    let [l1, l2] = [l1, l2].map(|l| l.permute([0, 2, 1]).contiguous());
+    let lse = T::stack(&[&l1, &l2], 0).logsumexp([0], false);
+    let w1 = (&l1 - &lse).exp().to_kind(o1.kind()).view([rows, 1]);
+    let out = o2.view([rows, d]).lerp_tensor(&o1.view([rows, d]), &w1);
     Some(Merged {
-        out: out.permute([0, 2, 1, 3]),
+        out: out.view([b, len, h, d]).permute([0, 2, 1, 3]),
         lse: lse.permute([0, 2, 1]),
     })
 }
