@@ -1,16 +1,23 @@
 // ATen calls the tch backend's kernels need and tch does not wrap:
 // FlashAttention-2's forward (its schema returns SymInts, which tch's
 // generator skips), layer norm's fused backward and the fused AdamW step
-// (one kernel for the moments and the parameter). Tensors cross as
+// (one kernel for the moments and the parameter; one multi-tensor call for
+// all parameters). Tensors cross as
 // `at::Tensor*`, the handles tch uses; errors come back as text.
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_foreach_clamp_min.h>
+#include <ATen/ops/_foreach_copy.h>
+#include <ATen/ops/_foreach_div.h>
+#include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_adamw.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention.h>
 #include <ATen/ops/native_layer_norm_backward.h>
 
 #include <array>
 #include <optional>
+#include <vector>
 
 #include <cstddef>
 #include <cstdio>
@@ -82,6 +89,63 @@ extern "C" int combiner_fused_adamw(at::Tensor *param, at::Tensor *grad,
     at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {},
                       {*step}, lr, beta1, beta2, weight_decay, eps, false,
                       false, scale, std::nullopt);
+    return 0;
+  } catch (const std::exception &e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return 1;
+  }
+}
+
+// One AdamW step of `n` parameters at once, PyTorch's multi-tensor form:
+// `params`, `grads`, `exp_avgs`, `exp_avg_sqs` and `steps` hold `n` handles
+// each (`steps[i]`: t of parameter i as a one-element f32 tensor; all on one
+// device and of one dtype). `copy[4 i + j]` marks tensor i of list j
+// (param, grad, exp_avg, exp_avg_sq) as shared elsewhere: it is copied
+// first, in one multi-tensor copy, and the step changes the copy. With
+// `clip > 0` each gradient is divided by max(1, |g| / clip) first (its own
+// norm). `out[3 i ..]` receive new handles of the updated param, exp_avg
+// and exp_avg_sq of parameter i.
+extern "C" int combiner_fused_adamw_many(
+    at::Tensor *const *params, at::Tensor *const *grads,
+    at::Tensor *const *exp_avgs, at::Tensor *const *exp_avg_sqs,
+    const at::Tensor *const *steps, const unsigned char *copy, int64_t n,
+    double lr, double beta1, double beta2, double weight_decay, double eps,
+    double clip, at::Tensor **out, char *err, std::size_t err_len) {
+  try {
+    std::array<std::vector<at::Tensor>, 4> lists;
+    std::vector<at::Tensor> src, dst, step;
+    std::array<at::Tensor *const *, 4> ins = {params, grads, exp_avgs,
+                                              exp_avg_sqs};
+    for (int64_t i = 0; i < n; ++i) {
+      for (int j = 0; j < 4; ++j) {
+        at::Tensor t = *ins[j][i];
+        if (copy[4 * i + j] != 0) {
+          at::Tensor c = at::empty_like(t);
+          src.push_back(t);
+          dst.push_back(c);
+          t = c;
+        }
+        lists[j].push_back(t);
+      }
+      step.push_back(*steps[i]);
+    }
+    if (!src.empty()) {
+      at::_foreach_copy_(dst, src);
+    }
+    if (clip > 0) {
+      auto scale = at::_foreach_norm(lists[1], 2);
+      at::_foreach_div_(scale, clip);
+      at::_foreach_clamp_min_(scale, 1.0);
+      at::_foreach_div_(lists[1], scale);
+    }
+    at::_fused_adamw_(lists[0], lists[1], lists[2], lists[3], {}, step, lr,
+                      beta1, beta2, weight_decay, eps, false, false,
+                      std::nullopt, std::nullopt);
+    for (int64_t i = 0; i < n; ++i) {
+      out[3 * i] = new at::Tensor(lists[0][i]);
+      out[3 * i + 1] = new at::Tensor(lists[2][i]);
+      out[3 * i + 2] = new at::Tensor(lists[3][i]);
+    }
     return 0;
   } catch (const std::exception &e) {
     std::snprintf(err, err_len, "%s", e.what());

@@ -5,8 +5,14 @@
 //! The loop counts optimizer steps, not epochs: it evaluates and writes a
 //! checkpoint every `checkpoint_every` steps, each file atomically, together
 //! with the data position, so that a resumed run continues exactly where the
-//! interrupted one stopped. A non-finite loss stops the run before the
-//! optimizer touches the weights, keeping the last good checkpoint.
+//! interrupted one stopped. A non-finite loss stops the run and names the
+//! last good checkpoint: no checkpoint is written after a step whose loss
+//! has not been read and found finite.
+//!
+//! The host reads each step's loss on a thread of its own and logs the step
+//! once the next one is queued, so it never waits for the device with
+//! nothing queued behind the wait (steps that validate and checkpoint are
+//! finished at once).
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -53,7 +59,7 @@ pub use schedule::{Decay, WarmupDecay};
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// The loss became NaN or infinite.
-    #[error("non-finite loss ({loss}) at step {step}: training stopped before the update; {kept}")]
+    #[error("non-finite loss ({loss}) at step {step}: training stopped; {kept}")]
     NonFiniteLoss {
         /// Step at which it happened.
         step: usize,
@@ -302,6 +308,54 @@ fn loss_of<B: burn::tensor::backend::Backend>(out: &StepOutput<B>) -> f64 {
     v
 }
 
+/// A loss read back to the host on a thread of its own: the read waits
+/// for the device, the loop goes on queueing the next step meanwhile.
+struct LossRead(std::thread::JoinHandle<f64>);
+
+impl LossRead {
+    fn start<B: burn::tensor::backend::Backend>(loss: Tensor<B, 1>) -> Self {
+        LossRead(std::thread::spawn(move || {
+            burn::tensor::ElementConversion::elem(loss.into_scalar())
+        }))
+    }
+
+    fn wait(self) -> f64 {
+        self.0
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+/// A step whose update is queued and whose loss is not read yet.
+struct Queued {
+    step: usize,
+    items: usize,
+    lr: f64,
+    tokens_per_s: f64,
+    /// One read per micro-batch of the step.
+    reads: Vec<LossRead>,
+    /// Whether validation and a checkpoint follow the step.
+    evaluate: bool,
+    /// Whether the run stops after the step.
+    stopping: bool,
+    global: Progress,
+}
+
+/// What finishing a step touches.
+struct Finish<'a, LC: LearningComponentsTypes> {
+    learner: &'a mut Learner<LC>,
+    valid: &'a ValidLoader<LC>,
+    processor: &'a mut SupervisedTrainingEventProcessor<LC>,
+    checkpointer: &'a mut LearningCheckpointer<LC>,
+    store: &'a EventStoreClient,
+    log: &'a mut MetricsLog,
+    write_failed: &'a Interrupter,
+    /// Seconds the host waited for losses since the last line.
+    wait: f64,
+    /// The last step finished.
+    done: usize,
+}
+
 /// The components of a run of [`StepStrategy`].
 type Lc<B, LR, M, O> = LearningComponentsMarker<B, LR, M, O>;
 
@@ -531,6 +585,76 @@ where
         (Some(valid_loss), valid_accuracy)
     }
 
+    /// Reads the losses of step `q`, then: the NaN guard, validation and a
+    /// checkpoint where due, the `metrics.jsonl` line and the progress
+    /// line. `false` when the run stops here (an error is recorded, or a
+    /// stop was requested).
+    fn finish(&self, q: Queued, cx: &mut Finish<'_, Lc<B, LR, M, O>>) -> bool {
+        let opts = &self.opts;
+        let dir = checkpoint_dir(&opts.run_dir);
+        let ext = <FR as FileRecorder<B>>::file_extension();
+        let read = std::time::Instant::now();
+        let losses: Vec<f64> = q.reads.into_iter().map(LossRead::wait).collect();
+        cx.wait += read.elapsed().as_secs_f64();
+        if let Some(&loss) = losses.iter().find(|l| !l.is_finite()) {
+            // the model in memory may hold this step's update and the next
+            // one's; the checkpoints on disk do not
+            self.fail(TrainError::NonFiniteLoss {
+                step: q.step,
+                loss,
+                kept: kept_checkpoint(&dir, ext),
+            });
+            return false;
+        }
+        let loss = losses.iter().sum::<f64>() / losses.len().max(1) as f64;
+        self.shared.lock().unwrap().losses.push((q.step, loss));
+        let (mut valid_loss, mut valid_accuracy) = (None, None);
+        if q.evaluate {
+            (valid_loss, valid_accuracy) =
+                self.validate(cx.learner, cx.valid, cx.processor, &q.global, q.step);
+            let state = TrainState {
+                step: q.step,
+                items: q.items,
+                loss,
+            };
+            if let Err(e) = self.checkpoint(cx.checkpointer, cx.learner, cx.store, state) {
+                self.fail(e);
+                return false;
+            }
+        }
+        if let Some(e) = checkpoint_write_error(cx.write_failed, &dir, ext) {
+            self.fail(e);
+            return false;
+        }
+        let line = StepLog {
+            step: q.step,
+            loss,
+            lr: q.lr,
+            tokens_per_s: q.tokens_per_s,
+            valid_loss,
+            valid_accuracy,
+            wait_ms: Some(1e3 * std::mem::take(&mut cx.wait)),
+        };
+        if let Err(e) = cx.log.append(&line) {
+            self.fail(e);
+            return false;
+        }
+        cx.done = q.step;
+        if !opts.dashboard && (q.evaluate || q.step == 1) {
+            eprintln!("{}", progress_line(&line, opts.steps, opts.objective));
+        }
+        if q.stopping {
+            if q.step < opts.steps {
+                self.fail(TrainError::Interrupted {
+                    step: q.step,
+                    dir: dir.clone(),
+                });
+            }
+            return false;
+        }
+        true
+    }
+
     /// Writes the checkpoint of `state.step` (model, optimizer and
     /// scheduler through `checkpointer`, then the data position) and prunes
     /// the old ones.
@@ -566,9 +690,10 @@ where
     FR: FileRecorder<B> + Clone + 'static,
 {
     /// The loop: one optimizer step per `grad_accumulation` rounds of
-    /// batches ([`Self::next_output`]), a NaN guard before the update,
-    /// validation and a checkpoint every `checkpoint_every` steps (and at the
-    /// end or on a stop request), one `metrics.jsonl` line per step.
+    /// batches ([`Self::next_output`]); each step's loss is read while the
+    /// next step runs, then [`Self::finish`] guards against NaN, validates
+    /// and writes a checkpoint every `checkpoint_every` steps (and at the end
+    /// or on a stop request, at once) and writes one `metrics.jsonl` line.
     fn fit(
         &self,
         components: TrainingComponents<Lc<B, LR, M, O>>,
@@ -620,64 +745,62 @@ where
         let mut items = self.start.items;
         let mut accumulator = GradientsAccumulator::new();
         let mut pending = 0;
-        let mut round_loss = 0.0;
+        let mut reads: Vec<LossRead> = Vec::new();
         let mut last_time = std::time::Instant::now();
         let mut tokens = 0usize;
-        let mut wait = 0.0f64;
+        // the last step queued whose loss is still being read: it is logged
+        // once the next step is queued, so the host never waits for the
+        // device with nothing queued behind the wait
+        let mut queued: Option<Queued> = None;
+        let mut cx = Finish {
+            learner: &mut learner,
+            valid: &valid,
+            processor: &mut processor,
+            checkpointer: &mut checkpointer,
+            store: &store,
+            log: &mut log,
+            write_failed: &write_failed,
+            wait: 0.0,
+            done: self.start.step,
+        };
         let stop_at = opts
             .stop_after
             .map_or(opts.steps, |n| (self.start.step + n).min(opts.steps));
-        while step < stop_at {
-            let Some((out, progress)) = self.next_output(&mut feed, &mut learner, pending == 0)
+        let mut going = true;
+        while going && step < stop_at {
+            let Some((out, progress)) = self.next_output(&mut feed, cx.learner, pending == 0)
             else {
                 break;
             };
             tokens += out.item.tokens;
             items += opts.batch_size / n_dev;
-            accumulator.accumulate(&learner.model(), out.grads);
+            accumulator.accumulate(&cx.learner.model(), out.grads);
             pending += 1;
-            let lr = learner.lr_current();
+            let lr = cx.learner.lr_current();
             let last = pending == opts.grad_accumulation * n_dev;
             if last {
                 // the optimizer step, on the mean over the global batch
-                // whatever its split into micro-batches and devices. It is
-                // queued before the loss is read: reading it waits for the
-                // device, and the optimizer's many small operations are
-                // queued while the device still runs the backward pass.
+                // whatever its split into micro-batches and devices
                 let mut grads = accumulator.grads();
-                scale_grads(&learner.model(), &mut grads, 1.0 / pending as f64);
-                learner.optimizer_step(grads);
+                scale_grads(&cx.learner.model(), &mut grads, 1.0 / pending as f64);
+                cx.learner.optimizer_step(grads);
             }
-            let read = std::time::Instant::now();
-            let loss = loss_of(&out.item);
-            wait += read.elapsed().as_secs_f64();
-            if !loss.is_finite() {
-                // the model in memory may hold the step's update; the
-                // checkpoints on disk do not
-                self.fail(TrainError::NonFiniteLoss {
-                    step: step + 1,
-                    loss,
-                    kept: kept_checkpoint(&dir, ext),
-                });
-                break;
-            }
-            round_loss += loss;
+            reads.push(LossRead::start(out.item.loss.clone().inner()));
             if !last {
                 let item =
                     TrainingItem::new(out.item, progress, global.clone(), Some(step + 1), Some(lr));
-                processor.process_train(LearnerEvent::ProcessedItem(item));
+                cx.processor
+                    .process_train(LearnerEvent::ProcessedItem(item));
                 continue;
             }
             if let Some(b) = feed.kmeans_batch.take() {
-                let moved = learner.model().update_centroids(&b);
-                learner.load_model(moved.into_record());
+                let moved = cx.learner.model().update_centroids(&b);
+                cx.learner.load_model(moved.into_record());
             }
-            let loss = round_loss / pending as f64;
-            round_loss = 0.0;
             pending = 0;
             step += 1;
             let elapsed = last_time.elapsed().as_secs_f64().max(1e-9);
-            let tps = tokens as f64 / elapsed;
+            let tokens_per_s = tokens as f64 / elapsed;
             last_time = std::time::Instant::now();
             tokens = 0;
             let global_now = Progress {
@@ -686,64 +809,43 @@ where
             };
             let item =
                 TrainingItem::new(out.item, progress, global_now.clone(), Some(step), Some(lr));
-            processor.process_train(LearnerEvent::ProcessedItem(item));
-            self.shared.lock().unwrap().losses.push((step, loss));
+            cx.processor
+                .process_train(LearnerEvent::ProcessedItem(item));
 
-            // evaluation and checkpoint
-            let stopping = stop_requested() || components.interrupter.should_stop();
-            let (mut valid_loss, mut valid_accuracy) = (None, None);
-            if step.is_multiple_of(opts.checkpoint_every)
-                || step == opts.steps
-                || step == stop_at
-                || stopping
-            {
-                (valid_loss, valid_accuracy) =
-                    self.validate(&learner, &valid, &mut processor, &global_now, step);
-                let state = TrainState { step, items, loss };
-                if let Err(e) = self.checkpoint(&mut checkpointer, &learner, &store, state) {
-                    self.fail(e);
+            // the previous step's loss, read while the device runs this one
+            if let Some(q) = queued.take() {
+                going = self.finish(q, &mut cx);
+                if !going {
                     break;
                 }
             }
-            if let Some(e) = checkpoint_write_error(&write_failed, &dir, ext) {
-                self.fail(e);
-                break;
-            }
-
-            // logging
-            let line = StepLog {
+            let stopping = stop_requested() || components.interrupter.should_stop();
+            let q = Queued {
                 step,
-                loss,
+                items,
                 lr,
-                tokens_per_s: tps,
-                valid_loss,
-                valid_accuracy,
-                wait_ms: Some(1e3 * std::mem::take(&mut wait)),
-            };
-            if let Err(e) = log.append(&line) {
-                self.fail(e);
-                break;
-            }
-            if !opts.dashboard
-                && (step.is_multiple_of(opts.checkpoint_every)
-                    || step == 1
+                tokens_per_s,
+                reads: std::mem::take(&mut reads),
+                evaluate: step.is_multiple_of(opts.checkpoint_every)
+                    || step == opts.steps
                     || step == stop_at
-                    || stopping)
-            {
-                eprintln!("{}", progress_line(&line, opts.steps, opts.objective));
-            }
-            if stopping {
-                if step < opts.steps {
-                    self.fail(TrainError::Interrupted {
-                        step,
-                        dir: dir.clone(),
-                    });
-                }
-                break;
+                    || stopping,
+                stopping,
+                global: global_now,
+            };
+            if q.evaluate {
+                // evaluation and checkpoint see this step's model
+                going = self.finish(q, &mut cx);
+            } else {
+                queued = Some(q);
             }
         }
-        processor.process_train(LearnerEvent::EndEpoch(step));
-        self.shared.lock().unwrap().end_step = step;
+        if let Some(q) = queued.take() {
+            self.finish(q, &mut cx);
+        }
+        let done = cx.done;
+        processor.process_train(LearnerEvent::EndEpoch(done));
+        self.shared.lock().unwrap().end_step = done;
         // joins the checkpoint writers before the model is handed back
         drop(checkpointer);
         if let Some(e) = checkpoint_write_error(&write_failed, &dir, ext) {

@@ -1,14 +1,19 @@
-//! The AdamW step of the tch backend: PyTorch's fused kernel (one launch
-//! for the moments and the parameter, `_fused_adamw_` through `aten.rs`),
-//! after three launches for the clipping norm, where burn's generic step
-//! and clipping are twenty-two launches per parameter.
+//! The AdamW step of the tch backend: PyTorch's fused kernel
+//! (`_fused_adamw_` through `aten.rs`), where burn's generic step and
+//! clipping are twenty-two launches per parameter. One parameter at a time
+//! it is one launch for the moments and the parameter after three for the
+//! clipping norm; all parameters of a step at once (`step_all`) it is
+//! PyTorch's multi-tensor form: the norms, the clipping and the step each a
+//! few launches over all parameters, which spread over the whole GPU where
+//! one parameter's launch fills a few multiprocessors (a block per 65,536
+//! elements).
 
 use std::sync::Arc;
 
 use burn::backend::libtorch::{LibTorch, TchElement, TchTensor};
 use burn::prelude::*;
 use burn::tensor::TensorPrimitive;
-use combiner_train::optim::{register_adamw, AdamWKernel, AdamWStep};
+use combiner_train::optim::{register_adamw, AdamWKernel, AdamWSlot, AdamWStep};
 use tch::Tensor as T;
 
 use super::aten;
@@ -28,12 +33,20 @@ fn wrap<E: TchElement>(x: T) -> Tensor<LibTorch<E>, 1> {
 /// other burn handle shares its storage (burn-tch's rule for its own
 /// in-place operations) and it is dense, a copy otherwise.
 fn owned<E: TchElement>(x: Tensor<LibTorch<E>, 1>) -> T {
-    let x = x.into_primitive().tensor();
-    if x.can_mut() && x.tensor.is_contiguous() {
-        x.tensor
+    let (x, shared) = exclusive(x);
+    if shared {
+        x.copy()
     } else {
-        x.tensor.copy()
+        x
     }
+}
+
+/// The libtorch tensor of `x` and whether it must be copied before it is
+/// changed in place (see [`owned`]).
+fn exclusive<E: TchElement>(x: Tensor<LibTorch<E>, 1>) -> (T, bool) {
+    let x = x.into_primitive().tensor();
+    let shared = !(x.can_mut() && x.tensor.is_contiguous());
+    (x.tensor, shared)
 }
 
 thread_local! {
@@ -89,6 +102,61 @@ impl<E: TchElement> AdamWKernel<LibTorch<E>> for Fused {
         aten::fused_adamw(&mut p, &mut g, &mut m, &mut v, &t, scalars, scale.as_ref());
         [wrap(p), wrap(m), wrap(v)]
     }
+
+    fn step_all(&self, slots: Vec<AdamWSlot<LibTorch<E>>>) -> Vec<[Tensor<LibTorch<E>, 1>; 3]> {
+        let Some(first) = slots.first().map(|s| s.step) else {
+            return Vec::new();
+        };
+        // one call takes one set of scalars, one device and one dtype
+        let first_device = slots[0].param.device();
+        let first_dtype = slots[0].param.dtype();
+        let same = |s: &AdamWSlot<LibTorch<E>>| {
+            let (a, b) = (&s.step, &first);
+            a.lr == b.lr
+                && a.beta_1 == b.beta_1
+                && a.beta_2 == b.beta_2
+                && a.epsilon == b.epsilon
+                && a.weight_decay == b.weight_decay
+                && a.clip_norm == b.clip_norm
+                && s.param.device() == first_device
+                && s.param.dtype() == first_dtype
+        };
+        if !slots.iter().all(same) {
+            return slots
+                .into_iter()
+                .map(|s| self.step(s.param, s.grad, s.moment_1, s.moment_2, &s.step))
+                .collect();
+        }
+        let params: Vec<aten::AdamWParam> = slots
+            .into_iter()
+            .map(|s| {
+                let (param, p) = exclusive(s.param);
+                let (grad, g) = exclusive(s.grad);
+                let (exp_avg, m) = exclusive(s.moment_1);
+                let (exp_avg_sq, v) = exclusive(s.moment_2);
+                let step = step_tensor(s.step.time, param.device());
+                aten::AdamWParam {
+                    param,
+                    grad,
+                    exp_avg,
+                    exp_avg_sq,
+                    step,
+                    shared: [p, g, m, v],
+                }
+            })
+            .collect();
+        let scalars = aten::AdamW {
+            lr: first.lr,
+            beta_1: f64::from(first.beta_1),
+            beta_2: f64::from(first.beta_2),
+            weight_decay: f64::from(first.weight_decay),
+            epsilon: f64::from(first.epsilon),
+        };
+        aten::fused_adamw_many(&params, scalars, first.clip_norm.map(f64::from))
+            .into_iter()
+            .map(|r| r.map(wrap))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -96,6 +164,7 @@ mod tests {
     use burn::backend::libtorch::{LibTorch, LibTorchDevice};
     use burn::backend::Autodiff;
     use burn::nn::{Linear, LinearConfig};
+    use burn::optim::adaptor::OptimizerAdaptor;
     use burn::optim::{GradientsParams, Optimizer};
     use burn::prelude::*;
     use burn::tensor::Distribution;
@@ -103,8 +172,11 @@ mod tests {
 
     type B = Autodiff<LibTorch<f32>>;
 
-    /// Three steps with clipping active: the fused step gives the generic
-    /// step's weights on libtorch's CPU device.
+    /// Three steps with clipping active: the fused step, one parameter at a
+    /// time (burn's adaptor over `AdamW`) and all at once (`AdamWOptimizer`,
+    /// PyTorch's multi-tensor kernels), gives the generic step's weights on
+    /// libtorch's CPU device; a parameter whose storage another handle
+    /// shares is left as it was.
     #[test]
     fn fused_adamw_matches_the_generic_step() {
         let _serial = crate::kernels::SERIAL
@@ -118,27 +190,35 @@ mod tests {
             let loss = (m.forward(x.clone()) * 10.0).square().sum();
             GradientsParams::from_grads(loss.backward(), m)
         };
-        let mut generic = AdamW::new(0.01, Some(0.5)).init::<B, Linear<B>>();
-        let mut fused = AdamW::new(0.01, Some(0.5)).init::<B, Linear<B>>();
-        // burn initializes parameters lazily: read them once so that both
+        let new = || AdamW::new(0.01, Some(0.5));
+        let mut generic = new().init::<B, Linear<B>>();
+        let mut single = OptimizerAdaptor::<AdamW, Linear<B>, B>::from(new());
+        let mut all = new().init::<B, Linear<B>>();
+        // burn initializes parameters lazily: read them once so that the
         // copies start from the same values
         let _ = (model.weight.val(), model.bias.as_ref().map(|b| b.val()));
-        let (mut a, mut b) = (model.clone(), model);
+        let (mut a, mut b, mut c) = (model.clone(), model.clone(), model);
         for step in 0..3 {
             let lr = 1e-2 * (step + 1) as f64;
             combiner::kernel::set_enabled(false);
             a = generic.step(lr, a.clone(), grads(&a));
             combiner::kernel::set_enabled(true);
-            b = fused.step(lr, b.clone(), grads(&b));
-            for (p, q) in [
-                (a.weight.val(), b.weight.val()),
-                (
-                    a.bias.as_ref().unwrap().val().unsqueeze(),
-                    b.bias.as_ref().unwrap().val().unsqueeze(),
-                ),
-            ] {
-                let diff: f32 = (p - q).abs().max().into_scalar();
-                assert!(diff < 1e-6, "step {step}: parameters differ by {diff}");
+            b = single.step(lr, b.clone(), grads(&b));
+            let before = c.weight.val();
+            let kept = before.to_data();
+            c = all.step(lr, c.clone(), grads(&c));
+            before.to_data().assert_eq(&kept, true);
+            for q in [&b, &c] {
+                for (x, y) in [
+                    (a.weight.val(), q.weight.val()),
+                    (
+                        a.bias.as_ref().unwrap().val().unsqueeze(),
+                        q.bias.as_ref().unwrap().val().unsqueeze(),
+                    ),
+                ] {
+                    let diff: f32 = (x - y).abs().max().into_scalar();
+                    assert!(diff < 1e-6, "step {step}: parameters differ by {diff}");
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! ATen calls tch does not wrap (`csrc/aten.cpp`): FlashAttention-2's
 //! forward (its backward is tch's), layer norm's fused backward and the
-//! fused AdamW step.
+//! fused AdamW step (of one parameter, or of many in one multi-tensor call).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
@@ -53,6 +53,26 @@ extern "C" {
         weight_decay: f64,
         eps: f64,
         grad_scale: *const c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+
+    #[allow(clippy::too_many_arguments)]
+    fn combiner_fused_adamw_many(
+        params: *const *mut c_void,
+        grads: *const *mut c_void,
+        exp_avgs: *const *mut c_void,
+        exp_avg_sqs: *const *mut c_void,
+        steps: *const *const c_void,
+        copy: *const u8,
+        n: i64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        clip: f64,
+        out: *mut *mut c_void,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
@@ -262,5 +282,79 @@ pub fn fused_adamw(
                 param.size()
             );
         }
+    }
+}
+
+/// One parameter of [`fused_adamw_many`]: its tensors (dense, one dtype and
+/// device with the others) and whether each is shared with other handles.
+pub struct AdamWParam {
+    pub param: T,
+    pub grad: T,
+    pub exp_avg: T,
+    pub exp_avg_sq: T,
+    /// The step number `t` as a one-element f32 tensor on the device.
+    pub step: T,
+    /// Param, grad, exp_avg, exp_avg_sq: copied before the step changes it.
+    pub shared: [bool; 4],
+}
+
+/// One AdamW step of all of `params` in PyTorch's multi-tensor kernels
+/// (the fused step over the lists, and with `clip` each gradient divided
+/// by max(1, |g| / clip) first): the new `(param, exp_avg, exp_avg_sq)` of
+/// each, which are the given tensors changed in place except where marked
+/// shared (then copies, made in one multi-tensor copy first).
+///
+/// # Panics
+/// With PyTorch's message where it refuses the inputs.
+pub fn fused_adamw_many(params: &[AdamWParam], s: AdamW, clip: Option<f64>) -> Vec<[T; 3]> {
+    let n = params.len();
+    let ptrs = |f: fn(&AdamWParam) -> &T| -> Vec<*mut c_void> {
+        params
+            .iter()
+            .map(|p| f(p).as_ptr() as *mut c_void)
+            .collect()
+    };
+    let (p, g, m, v) = (
+        ptrs(|x| &x.param),
+        ptrs(|x| &x.grad),
+        ptrs(|x| &x.exp_avg),
+        ptrs(|x| &x.exp_avg_sq),
+    );
+    let steps: Vec<*const c_void> = params
+        .iter()
+        .map(|x| x.step.as_ptr() as *const c_void)
+        .collect();
+    let copy: Vec<u8> = params.iter().flat_map(|x| x.shared.map(u8::from)).collect();
+    let mut out = vec![std::ptr::null_mut::<c_void>(); 3 * n];
+    let mut err = [0 as c_char; 2048];
+    // SAFETY: as in `flash_forward`; the call changes the unshared tensors
+    // in place (PyTorch's own in-place kernels, on handles the caller
+    // holds) and returns 3 n new handles, which `from_ptr` takes over.
+    unsafe {
+        let rc = combiner_fused_adamw_many(
+            p.as_ptr(),
+            g.as_ptr(),
+            m.as_ptr(),
+            v.as_ptr(),
+            steps.as_ptr(),
+            copy.as_ptr(),
+            n as i64,
+            s.lr,
+            s.beta_1,
+            s.beta_2,
+            s.weight_decay,
+            s.epsilon,
+            clip.unwrap_or(0.0),
+            out.as_mut_ptr(),
+            err.as_mut_ptr(),
+            err.len(),
+        );
+        if rc != 0 {
+            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
+            panic!("fused AdamW refused {n} parameters: {msg}");
+        }
+        out.chunks(3)
+            .map(|c| [c[0], c[1], c[2]].map(|x| T::from_ptr(x as *mut _)))
+            .collect()
     }
 }
