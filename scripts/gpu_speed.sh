@@ -10,6 +10,9 @@
 # and tiny-imagenet-{train,val}-small.tar.xz. Writes $OUT/speed.md, speed.json, logs.
 # ABLATION=1 adds bf16 runs with the dense-layer kernels off (--no-fused-layers:
 # fused attention only) and with every kernel off (--no-fused: generic ops).
+# BASE=gpu-bin/<other binary>.xz adds bf16 runs of that binary in the same
+# call (the previous commit, say), so that a change is measured against it
+# on the same host.
 source "$(dirname "$0")/gpu_env.sh"
 BACKEND=${BACKEND:-tch}
 DATA=${DATA:-/tmp/data}
@@ -22,9 +25,12 @@ for pair in "cifar10 cifar10-jpeg.tar.xz" "tiny-imagenet-train tiny-imagenet-tra
   $BIN data prepare "$1" --from "gpu-bin/$2" --data-dir $DATA 2>&1 | tail -1
 done
 
-ours() { # config preset name [global flags]
+if [ -n "${BASE:-}" ]; then
+  xz -dc "$BASE" > gpu-bin/base && chmod +x gpu-bin/base
+fi
+ours() { # config preset name [global flags] [binary]
   local t0=$(date +%s)
-  $BIN --backend $BACKEND ${4:-} train --config "$1" --preset "$2" --run-dir "$RUNS/$3" \
+  ${5:-$BIN} --backend $BACKEND ${4:-} train --config "$1" --preset "$2" --run-dir "$RUNS/$3" \
       --data-dir $DATA --plain > "$RUNS/$3.log" 2>&1
   echo "$3: exit $?, $(( $(date +%s) - t0 )) s" | tee -a $RUNS/done.txt
 }
@@ -37,6 +43,7 @@ torch() { # dtype seq batch height width name
 
 ours experiments/image/cifar10.toml speed cifar-f32
 ours experiments/image/cifar10.toml speed-bf16 cifar-bf16
+[ -n "${BASE:-}" ] && ours experiments/image/cifar10.toml speed-bf16 cifar-bf16-base "" gpu-bin/base
 if [ "${ABLATION:-0}" = 1 ]; then
   ours experiments/image/cifar10.toml speed-bf16 cifar-bf16-attn --no-fused-layers
   ours experiments/image/cifar10.toml speed-bf16 cifar-bf16-generic --no-fused
@@ -45,6 +52,7 @@ torch float32 3072 32 32 32 torch-cifar-f32
 torch bfloat16 3072 32 32 32 torch-cifar-bf16
 ours experiments/image/imagenet64.toml speed in64-f32
 ours experiments/image/imagenet64.toml speed-bf16 in64-bf16
+[ -n "${BASE:-}" ] && ours experiments/image/imagenet64.toml speed-bf16 in64-bf16-base "" gpu-bin/base
 if [ "${ABLATION:-0}" = 1 ]; then
   ours experiments/image/imagenet64.toml speed-bf16 in64-bf16-attn --no-fused-layers
   ours experiments/image/imagenet64.toml speed-bf16 in64-bf16-generic --no-fused
@@ -52,9 +60,9 @@ fi
 torch float32 12288 8 64 64 torch-in64-f32
 torch bfloat16 12288 8 64 64 torch-in64-bf16
 
-python3 - "$RUNS" "$OUT" "$BACKEND" "$($BIN --version)" <<'PY'
+python3 - "$RUNS" "$OUT" "$BACKEND" "$($BIN --version)" "$([ -n "${BASE:-}" ] && gpu-bin/base --version)" <<'PY'
 import json, re, statistics, sys, os
-runs, out, backend, version = sys.argv[1:5]
+runs, out, backend, version, base_version = sys.argv[1:6]
 def ours(name):
     try:
         lines = [json.loads(l) for l in open(f"{runs}/{name}/metrics.jsonl") if l.strip()]
@@ -92,6 +100,17 @@ for shape, key in [("CIFAR-10, L = 3072, batch 32", "cifar"), ("ImageNet-64, L =
     data[key].update(ours_bf16_generic=g, ours_bf16_attention_kernel=a)
     f = lambda v: "failed" if v is None else f"{v/1e3:,.0f}k" + ("" if t is None else f" ({v/t:.2f}x)")
     abl.append(f"| {shape} | {f(g)} | {f(a)} | {f(o)} |")
+if base_version:
+    bc = (re.search(r"commit ([^)]+)", base_version) or re.search("(.*)", base_version)).group(1)
+    md += ["", f"bf16 against binary {bc} in the same call (ratio to PyTorch bf16 autocast):", "",
+           f"| shape | {bc} | {commit} |", "|---|---:|---:|"]
+    for shape, key in [("CIFAR-10, L = 3072, batch 32", "cifar"), ("ImageNet-64, L = 12288, batch 8", "in64")]:
+        b, o, t = ours(f"{key}-bf16-base"), ours(f"{key}-bf16"), torch(f"torch-{key}-bf16")
+        data[key].update(base_bf16=b, base_commit=bc)
+        f = lambda v: "failed" if v is None else f"{v/1e3:,.0f}k" + ("" if t is None else f" ({v/t:.2f}x)")
+        md.append(f"| {shape} | {f(b)} | {f(o)} |")
+    open(f"{out}/speed.md", "w").write("\n".join(md) + "\n")
+    json.dump(dict(gpu=gpu, commit=commit, backend=backend, shapes=data), open(f"{out}/speed.json", "w"), indent=1)
 if abl:
     md += ["", "bf16 by kernel (ratio to PyTorch bf16 autocast):", "",
            "| shape | generic ops (`--no-fused`) | fused attention (`--no-fused-layers`) | fused attention + layers |",
