@@ -9,10 +9,11 @@
 //! last good checkpoint: no checkpoint is written after a step whose loss
 //! has not been read and found finite.
 //!
-//! The host reads each step's loss on a thread of its own and logs the step
-//! once the next one is queued, so it never waits for the device with
-//! nothing queued behind the wait (steps that validate and checkpoint are
-//! finished at once).
+//! The loop logs each step once the next one is queued; where the backend
+//! allows it ([`allow_async_reads`]) the loss is read on a thread of its
+//! own meanwhile, so the host never waits for the device with nothing
+//! queued behind the wait (steps that validate and checkpoint are finished
+//! at once).
 #![warn(missing_docs)]
 
 pub mod checkpoint;
@@ -308,21 +309,49 @@ fn loss_of<B: burn::tensor::backend::Backend>(out: &StepOutput<B>) -> f64 {
     v
 }
 
-/// A loss read back to the host on a thread of its own: the read waits
-/// for the device, the loop goes on queueing the next step meanwhile.
-struct LossRead(std::thread::JoinHandle<f64>);
+/// Backends whose tensors the loop may read on other threads than its own.
+static ASYNC_READS: combiner::kernel::Registry = combiner::kernel::Registry::new();
+
+/// Lets the training loop read `B`'s tensors on threads other than the one
+/// that queued their operations: each step's loss is then read on a thread
+/// of its own while the loop queues the next step, and the training batches
+/// are made and moved to the device on a loader thread. libtorch allows it
+/// (its blocking reads and uploads then hold up those threads, not the
+/// loop); burn 0.21's fusion backends (wgpu, CubeCL) failed with it (a
+/// fusion stream without the handle of a tensor another thread queued), so
+/// backends read on the loop's thread unless registered here.
+pub fn allow_async_reads<B: burn::tensor::backend::Backend>() {
+    ASYNC_READS.insert::<B, ()>(Arc::new(()));
+}
+
+/// Whether [`allow_async_reads`] was called for `B`.
+pub fn async_reads<B: burn::tensor::backend::Backend>() -> bool {
+    ASYNC_READS.get::<B, ()>().is_some()
+}
+
+/// A loss read back to the host: on a thread of its own where the backend
+/// allows it ([`allow_async_reads`]; the read waits for the device, the
+/// loop goes on queueing the next step meanwhile), at once otherwise.
+enum LossRead {
+    Thread(std::thread::JoinHandle<f64>),
+    Ready(f64),
+}
 
 impl LossRead {
     fn start<B: burn::tensor::backend::Backend>(loss: Tensor<B, 1>) -> Self {
-        LossRead(std::thread::spawn(move || {
-            burn::tensor::ElementConversion::elem(loss.into_scalar())
-        }))
+        let read = move || burn::tensor::ElementConversion::elem(loss.into_scalar());
+        if async_reads::<B>() {
+            LossRead::Thread(std::thread::spawn(read))
+        } else {
+            LossRead::Ready(read())
+        }
     }
 
     fn wait(self) -> f64 {
-        self.0
-            .join()
-            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        match self {
+            LossRead::Thread(t) => t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            LossRead::Ready(v) => v,
+        }
     }
 }
 

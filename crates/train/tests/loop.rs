@@ -82,8 +82,10 @@ fn loaders_split(steps: usize, devices: usize) -> Loaders {
         seq_len: SEQ,
         pad: 0,
     };
+    // as the tasks make it where reads may run on other threads
     let train = DataLoaderBuilder::<B, TokenSequence, ClassificationBatch<B>>::new(batcher.clone())
         .batch_size(4 / devices)
+        .num_workers(1)
         .build(EpochStream::new(items(), steps * 4, 7));
     let valid = DataLoaderBuilder::<IB, TokenSequence, ClassificationBatch<IB>>::new(batcher)
         .batch_size(4)
@@ -122,6 +124,10 @@ fn run_with(
     compute_dtype: Option<FloatDType>,
 ) -> Result<(Lra<IB>, FitReport), TrainError> {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // these tests run the loop with each loss read on a thread of its own
+    // (as on libtorch); the binary's ndarray runs in the CLI tests read
+    // them on the loop's thread
+    combiner_train::allow_async_reads::<IB>();
     let device = Default::default();
     let (train, valid) = loaders_split(steps, devices);
     let opts = FitOptions {

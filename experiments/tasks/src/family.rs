@@ -244,12 +244,14 @@ where
     anyhow::ensure!(!data.valid.is_empty(), "the validation set is empty");
     let device = plan.devices[0].clone();
     let total = s.steps * s.batch_size * s.grad_accumulation;
-    // one worker thread makes the batches and moves them to the device: a
-    // blocking upload (libtorch's waits for the device's queue) then holds
-    // up the worker, not the loop that queues the steps
+    // where the backend allows it, one worker thread makes the batches and
+    // moves them to the device: a blocking upload (libtorch's waits for the
+    // device's queue) then holds up the worker, not the loop that queues
+    // the steps
+    let workers = usize::from(combiner_train::async_reads::<B::InnerBackend>());
     let train_dl = DataLoaderBuilder::<B, I, M::Input>::new(train_batcher)
         .batch_size(s.batch_size / n_dev)
-        .num_workers(1)
+        .num_workers(workers)
         .set_device(device.clone())
         .build(EpochStream::new(data.train, total, s.seed));
     let valid_dl =

@@ -58,14 +58,16 @@ mod dense;
 #[cfg(test)]
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Registers the joint-softmax and dense-layer kernels for every tch
-/// backend type the binary runs.
+/// Registers the joint-softmax, dense-layer and AdamW kernels for every tch
+/// backend type the binary runs, and lets the training loop read libtorch
+/// tensors on threads of their own (`combiner_train::allow_async_reads`).
 pub fn register_tch() {
     fn both<E: TchElement>() {
         register::<LibTorch<E>>(Arc::new(Fused));
         register::<Autodiff<LibTorch<E>>>(Arc::new(Fused));
         dense::register::<E>();
         adamw::register::<E>();
+        combiner_train::allow_async_reads::<LibTorch<E>>();
     }
     both::<f32>();
     both::<bf16>();
