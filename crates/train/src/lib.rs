@@ -317,9 +317,10 @@ static ASYNC_READS: combiner::kernel::Registry = combiner::kernel::Registry::new
 /// of its own while the loop queues the next step, and the training batches
 /// are made and moved to the device on a loader thread. libtorch allows it
 /// (its blocking reads and uploads then hold up those threads, not the
-/// loop); burn 0.21's fusion backends (wgpu, CubeCL) failed with it (a
-/// fusion stream without the handle of a tensor another thread queued), so
-/// backends read on the loop's thread unless registered here.
+/// loop); burn 0.21's fusion backends (wgpu, CubeCL) panicked with it ("Should
+/// have handle for tensor": burn-fusion's cross-thread handle race,
+/// tracel-ai/burn#4947 and #4328), so backends read on the loop's thread
+/// unless registered here.
 pub fn allow_async_reads<B: burn::tensor::backend::Backend>() {
     ASYNC_READS.insert::<B, ()>(Arc::new(()));
 }
