@@ -267,6 +267,34 @@ fn two_data_parallel_replicas_follow_the_single_device_loss_curve() {
     }
 }
 
+/// Steps between checkpoints are logged once the next step is queued, with
+/// their losses read on other threads: still one `metrics.jsonl` line per
+/// step, in step order, each with the step's loss, and validation on the
+/// checkpoint steps only.
+#[test]
+fn every_step_is_logged_once_in_order_with_its_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = run(dir.path(), 5, 1e-2, false, None).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let steps: Vec<u64> = lines.iter().map(|l| l["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5]);
+    assert_eq!(report.losses.len(), 5);
+    for (line, (step, loss)) in lines.iter().zip(&report.losses) {
+        assert_eq!(line["loss"].as_f64().unwrap(), *loss, "step {step}");
+        // checkpoint_every = 2, and the last step
+        let validated = step % 2 == 0 || *step == 5;
+        assert_eq!(
+            !line["valid_loss"].is_null(),
+            validated,
+            "step {step}: {line}"
+        );
+    }
+}
+
 #[test]
 fn resume_moves_metrics_after_the_checkpoint_aside() {
     let dir = tempfile::tempdir().unwrap();
