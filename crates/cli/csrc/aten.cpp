@@ -1,8 +1,7 @@
 // ATen calls the tch backend's kernels need and tch does not wrap:
 // FlashAttention-2's forward (its schema returns SymInts, which tch's
 // generator skips), layer norm's fused backward and the fused AdamW step
-// (one kernel for the moments and the parameter; one multi-tensor call for
-// all parameters). Tensors cross as
+// (PyTorch's multi-tensor form, one call for all parameters). Tensors cross as
 // `at::Tensor*`, the handles tch uses; errors come back as text.
 
 #include <ATen/core/Tensor.h>
@@ -62,33 +61,6 @@ extern "C" int combiner_layer_norm_backward(
     *dx = new at::Tensor(std::get<0>(r));
     *dgamma = new at::Tensor(std::get<1>(r));
     *dbeta = new at::Tensor(std::get<2>(r));
-    return 0;
-  } catch (const std::exception &e) {
-    std::snprintf(err, err_len, "%s", e.what());
-    return 1;
-  }
-}
-
-// One AdamW step of one parameter in place (`param`, `grad`, `exp_avg`,
-// `exp_avg_sq`; `step` holds t as a one-element f32 tensor): PyTorch's
-// fused kernel, which divides the gradient by `grad_scale` first (and
-// stores that quotient in `grad`) where one is given.
-extern "C" int combiner_fused_adamw(at::Tensor *param, at::Tensor *grad,
-                                    at::Tensor *exp_avg,
-                                    at::Tensor *exp_avg_sq,
-                                    const at::Tensor *step, double lr,
-                                    double beta1, double beta2,
-                                    double weight_decay, double eps,
-                                    const at::Tensor *grad_scale, char *err,
-                                    std::size_t err_len) {
-  try {
-    std::optional<at::Tensor> scale;
-    if (grad_scale != nullptr) {
-      scale = *grad_scale;
-    }
-    at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {},
-                      {*step}, lr, beta1, beta2, weight_decay, eps, false,
-                      false, scale, std::nullopt);
     return 0;
   } catch (const std::exception &e) {
     std::snprintf(err, err_len, "%s", e.what());

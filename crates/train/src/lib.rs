@@ -305,8 +305,12 @@ struct StepStrategy<LC: LearningComponentsTypes, FR> {
 }
 
 fn loss_of<B: burn::tensor::backend::Backend>(out: &StepOutput<B>) -> f64 {
-    let v: f64 = burn::tensor::ElementConversion::elem(out.loss.clone().into_scalar());
-    v
+    scalar(out.loss.clone())
+}
+
+/// The one value of `x` on the host (waits for the device).
+fn scalar<B: burn::tensor::backend::Backend>(x: Tensor<B, 1>) -> f64 {
+    burn::tensor::ElementConversion::elem(x.into_scalar())
 }
 
 /// Backends whose tensors the loop may read on other threads than its own.
@@ -340,7 +344,7 @@ enum LossRead {
 
 impl LossRead {
     fn start<B: burn::tensor::backend::Backend>(loss: Tensor<B, 1>) -> Self {
-        let read = move || burn::tensor::ElementConversion::elem(loss.into_scalar());
+        let read = move || scalar(loss);
         if async_reads::<B>() {
             LossRead::Thread(std::thread::spawn(read))
         } else {

@@ -10,7 +10,7 @@ use burn_ndarray::NdArray;
 use combiner::{Grid, Plan};
 use combiner_attention::AttentionConfig;
 use combiner_data::batcher::{LmBatch, MlmBatch};
-use combiner_models::image_ar::{ImageArConfig, START};
+use combiner_models::image_ar::{ImageAr, ImageArConfig, START};
 use combiner_models::lm::LmConfig;
 use combiner_models::mlm::MlmConfig;
 use combiner_nn::{StepOutput, TrunkConfig};
@@ -66,16 +66,21 @@ impl<BB: Backend> ModuleMapper<BB> for Zero {
     }
 }
 
-#[test]
-fn a_uniform_image_model_scores_8_bits_per_dim() {
-    let dev = Default::default();
-    let model = ImageArConfig {
+/// A 4 x 4 RGB image model with Combiner-Axial blocks.
+fn image_model(dev: &burn::tensor::Device<B>) -> ImageAr<B> {
+    ImageArConfig {
         trunk: trunk(axial(4, 12)),
         height: 4,
         width: 4,
         channels: 3,
     }
-    .init::<B>(&dev);
+    .init::<B>(dev)
+}
+
+#[test]
+fn a_uniform_image_model_scores_8_bits_per_dim() {
+    let dev = Default::default();
+    let model = image_model(&dev);
     // all weights zero: every logit is 0, the output distribution is uniform over 256 values
     let model = model.map(&mut Zero);
     let out = model.forward_step(image_batch());
@@ -105,13 +110,7 @@ where
 #[test]
 fn image_model_overfits_two_images_with_combiner_axial() {
     B::seed(&Default::default(), 1);
-    let model = ImageArConfig {
-        trunk: trunk(axial(4, 12)),
-        height: 4,
-        width: 4,
-        channels: 3,
-    }
-    .init::<B>(&Default::default());
+    let model = image_model(&Default::default());
     let (first, last) = overfit(model, &[image_batch()], 150, 3e-3);
     let bits = last / std::f64::consts::LN_2;
     assert!(
@@ -237,13 +236,7 @@ fn the_compute_copy_runs_blocks_and_head_in_the_compute_dtype() {
     use burn::tensor::{DType, FloatDType};
     use combiner_nn::precision::to_compute;
     let dev = Default::default();
-    let model = ImageArConfig {
-        trunk: trunk(axial(4, 12)),
-        height: 4,
-        width: 4,
-        channels: 3,
-    }
-    .init::<B>(&dev);
+    let model = image_model(&dev);
     // burn initializes parameters lazily: read them once, so that the copy
     // starts from the same values
     assert!(dtypes(&model).iter().all(|&d| d == DType::F32));

@@ -1,12 +1,11 @@
-//! The AdamW step of the tch backend: PyTorch's fused kernel
-//! (`_fused_adamw_` through `aten.rs`), where burn's generic step and
-//! clipping are twenty-two launches per parameter. One parameter at a time
-//! it is one launch for the moments and the parameter after three for the
-//! clipping norm; all parameters of a step at once (`step_all`) it is
-//! PyTorch's multi-tensor form: the norms, the clipping and the step each a
-//! few launches over all parameters, which spread over the whole GPU where
-//! one parameter's launch fills a few multiprocessors (a block per 65,536
-//! elements).
+//! The AdamW step of the tch backend: PyTorch's multi-tensor form (through
+//! `aten.rs`), where burn's generic step and clipping are twenty-two
+//! launches per parameter. All parameters of a step go in one call
+//! (`step_all`): the clipping norms, the clipping and the fused AdamW step
+//! (`_fused_adamw_`) each a few launches over all parameters, which spread
+//! over the whole GPU where one parameter's launch fills a few
+//! multiprocessors (a block per 65,536 elements). One parameter on its own
+//! (`step`) is the same call with one slot.
 
 use std::sync::Arc;
 
@@ -29,20 +28,9 @@ fn wrap<E: TchElement>(x: T) -> Tensor<LibTorch<E>, 1> {
     Tensor::from_primitive(TensorPrimitive::Float(TchTensor::new(x)))
 }
 
-/// The libtorch tensor of `x`, to be changed in place: `x`'s own when no
-/// other burn handle shares its storage (burn-tch's rule for its own
-/// in-place operations) and it is dense, a copy otherwise.
-fn owned<E: TchElement>(x: Tensor<LibTorch<E>, 1>) -> T {
-    let (x, shared) = exclusive(x);
-    if shared {
-        x.copy()
-    } else {
-        x
-    }
-}
-
 /// The libtorch tensor of `x` and whether it must be copied before it is
-/// changed in place (see [`owned`]).
+/// changed in place: when another burn handle shares its storage
+/// (burn-tch's rule for its own in-place operations) or it is not dense.
 fn exclusive<E: TchElement>(x: Tensor<LibTorch<E>, 1>) -> (T, bool) {
     let x = x.into_primitive().tensor();
     let shared = !(x.can_mut() && x.tensor.is_contiguous());
@@ -73,6 +61,47 @@ fn step_tensor(time: usize, device: tch::Device) -> T {
     })
 }
 
+/// One multi-tensor call over `slots`, which share the scalars (all but
+/// `time`), the device and the dtype.
+fn step_together<E: TchElement>(
+    slots: Vec<AdamWSlot<LibTorch<E>>>,
+) -> Vec<[Tensor<LibTorch<E>, 1>; 3]> {
+    let Some(s) = slots.first().map(|s| s.step) else {
+        return Vec::new();
+    };
+    let params: Vec<aten::AdamWParam> = slots
+        .into_iter()
+        .map(|s| {
+            let (param, p) = exclusive(s.param);
+            let (grad, g) = exclusive(s.grad);
+            let (exp_avg, m) = exclusive(s.moment_1);
+            let (exp_avg_sq, v) = exclusive(s.moment_2);
+            let step = step_tensor(s.step.time, param.device());
+            aten::AdamWParam {
+                param,
+                grad,
+                exp_avg,
+                exp_avg_sq,
+                step,
+                shared: [p, g, m, v],
+            }
+        })
+        .collect();
+    let scalars = aten::AdamW {
+        lr: s.lr,
+        beta_1: f64::from(s.beta_1),
+        beta_2: f64::from(s.beta_2),
+        weight_decay: f64::from(s.weight_decay),
+        epsilon: f64::from(s.epsilon),
+    };
+    // burn's clip_by_norm multiplies by min(1, clip / (|g| + tiny)); the
+    // kernels divide by max(1, |g| / clip), which needs no tiny
+    aten::fused_adamw_many(&params, scalars, s.clip_norm.map(f64::from))
+        .into_iter()
+        .map(|r| r.map(wrap))
+        .collect()
+}
+
 impl<E: TchElement> AdamWKernel<LibTorch<E>> for Fused {
     fn step(
         &self,
@@ -82,80 +111,43 @@ impl<E: TchElement> AdamWKernel<LibTorch<E>> for Fused {
         moment_2: Tensor<LibTorch<E>, 1>,
         s: &AdamWStep,
     ) -> [Tensor<LibTorch<E>, 1>; 3] {
-        let [mut p, mut g, mut m, mut v] = [param, grad, moment_1, moment_2].map(owned);
-        // burn's clip_by_norm multiplies by min(1, clip / (|g| + tiny)); the
-        // fused kernel divides by max(1, |g| / clip), which needs no tiny
-        let scale = s.clip_norm.map(|clip| {
-            let mut scale = g.norm();
-            let _ = scale.g_mul_scalar_(1.0 / f64::from(clip));
-            let _ = scale.clamp_min_(1.0);
-            scale
-        });
-        let t = step_tensor(s.time, p.device());
-        let scalars = aten::AdamW {
-            lr: s.lr,
-            beta_1: f64::from(s.beta_1),
-            beta_2: f64::from(s.beta_2),
-            weight_decay: f64::from(s.weight_decay),
-            epsilon: f64::from(s.epsilon),
+        let slot = AdamWSlot {
+            param,
+            grad,
+            moment_1,
+            moment_2,
+            step: *s,
         };
-        aten::fused_adamw(&mut p, &mut g, &mut m, &mut v, &t, scalars, scale.as_ref());
-        [wrap(p), wrap(m), wrap(v)]
+        let [r] = <[_; 1]>::try_from(step_together(vec![slot]))
+            .unwrap_or_else(|_| unreachable!("one slot gives one result"));
+        r
     }
 
     fn step_all(&self, slots: Vec<AdamWSlot<LibTorch<E>>>) -> Vec<[Tensor<LibTorch<E>, 1>; 3]> {
-        let Some(first) = slots.first().map(|s| s.step) else {
+        let Some(first) = slots.first() else {
             return Vec::new();
         };
         // one call takes one set of scalars, one device and one dtype
-        let first_device = slots[0].param.device();
-        let first_dtype = slots[0].param.dtype();
+        let (step, device, dtype) = (first.step, first.param.device(), first.param.dtype());
         let same = |s: &AdamWSlot<LibTorch<E>>| {
-            let (a, b) = (&s.step, &first);
-            a.lr == b.lr
-                && a.beta_1 == b.beta_1
-                && a.beta_2 == b.beta_2
-                && a.epsilon == b.epsilon
-                && a.weight_decay == b.weight_decay
-                && a.clip_norm == b.clip_norm
-                && s.param.device() == first_device
-                && s.param.dtype() == first_dtype
+            let a = &s.step;
+            a.lr == step.lr
+                && a.beta_1 == step.beta_1
+                && a.beta_2 == step.beta_2
+                && a.epsilon == step.epsilon
+                && a.weight_decay == step.weight_decay
+                && a.clip_norm == step.clip_norm
+                && s.param.device() == device
+                && s.param.dtype() == dtype
         };
-        if !slots.iter().all(same) {
-            return slots
+        if slots.iter().all(same) {
+            step_together(slots)
+        } else {
+            slots
                 .into_iter()
-                .map(|s| self.step(s.param, s.grad, s.moment_1, s.moment_2, &s.step))
-                .collect();
+                .flat_map(|s| step_together(vec![s]))
+                .collect()
         }
-        let params: Vec<aten::AdamWParam> = slots
-            .into_iter()
-            .map(|s| {
-                let (param, p) = exclusive(s.param);
-                let (grad, g) = exclusive(s.grad);
-                let (exp_avg, m) = exclusive(s.moment_1);
-                let (exp_avg_sq, v) = exclusive(s.moment_2);
-                let step = step_tensor(s.step.time, param.device());
-                aten::AdamWParam {
-                    param,
-                    grad,
-                    exp_avg,
-                    exp_avg_sq,
-                    step,
-                    shared: [p, g, m, v],
-                }
-            })
-            .collect();
-        let scalars = aten::AdamW {
-            lr: first.lr,
-            beta_1: f64::from(first.beta_1),
-            beta_2: f64::from(first.beta_2),
-            weight_decay: f64::from(first.weight_decay),
-            epsilon: f64::from(first.epsilon),
-        };
-        aten::fused_adamw_many(&params, scalars, first.clip_norm.map(f64::from))
-            .into_iter()
-            .map(|r| r.map(wrap))
-            .collect()
     }
 }
 

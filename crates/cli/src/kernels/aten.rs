@@ -1,6 +1,6 @@
 //! ATen calls tch does not wrap (`csrc/aten.cpp`): FlashAttention-2's
 //! forward (its backward is tch's), layer norm's fused backward and the
-//! fused AdamW step (of one parameter, or of many in one multi-tensor call).
+//! fused AdamW step (PyTorch's multi-tensor form).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
@@ -36,23 +36,6 @@ extern "C" {
         dx: *mut *mut c_void,
         dgamma: *mut *mut c_void,
         dbeta: *mut *mut c_void,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-
-    #[allow(clippy::too_many_arguments)]
-    fn combiner_fused_adamw(
-        param: *mut c_void,
-        grad: *mut c_void,
-        exp_avg: *mut c_void,
-        exp_avg_sq: *mut c_void,
-        step: *const c_void,
-        lr: f64,
-        beta1: f64,
-        beta2: f64,
-        weight_decay: f64,
-        eps: f64,
-        grad_scale: *const c_void,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
@@ -237,52 +220,6 @@ pub struct AdamW {
     pub beta_2: f64,
     pub weight_decay: f64,
     pub epsilon: f64,
-}
-
-/// One AdamW step in place on `param`, `exp_avg` and `exp_avg_sq` (same
-/// dtype, device and size as `grad`, dense), `step` the step number `t` as
-/// a one-element f32 tensor on their device: PyTorch's fused kernel. With
-/// `grad_scale`, the gradient is divided by it first and `grad` holds that
-/// quotient afterwards.
-///
-/// # Panics
-/// With PyTorch's message where it refuses the inputs.
-pub fn fused_adamw(
-    param: &mut T,
-    grad: &mut T,
-    exp_avg: &mut T,
-    exp_avg_sq: &mut T,
-    step: &T,
-    s: AdamW,
-    grad_scale: Option<&T>,
-) {
-    let mut err = [0 as c_char; 2048];
-    // SAFETY: as in `flash_forward`; the call changes the four tensors in
-    // place (the caller holds them mutably) and creates none.
-    unsafe {
-        let rc = combiner_fused_adamw(
-            param.as_mut_ptr() as *mut c_void,
-            grad.as_mut_ptr() as *mut c_void,
-            exp_avg.as_mut_ptr() as *mut c_void,
-            exp_avg_sq.as_mut_ptr() as *mut c_void,
-            step.as_ptr() as *const c_void,
-            s.lr,
-            s.beta_1,
-            s.beta_2,
-            s.weight_decay,
-            s.epsilon,
-            grad_scale.map_or(std::ptr::null(), |g| g.as_ptr() as *const c_void),
-            err.as_mut_ptr(),
-            err.len(),
-        );
-        if rc != 0 {
-            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
-            panic!(
-                "fused AdamW refused a parameter of {:?}: {msg}",
-                param.size()
-            );
-        }
-    }
 }
 
 /// One parameter of [`fused_adamw_many`]: its tensors (dense, one dtype and
