@@ -1,6 +1,6 @@
 // ATen calls the tch backend's kernels need and tch does not wrap:
-// FlashAttention-2's forward (its schema returns SymInts, which tch's
-// generator skips), layer norm's fused backward and the fused AdamW step
+// FlashAttention-2's and cuDNN's attention forwards (their schemas return
+// SymInts, which tch's generator skips), layer norm's fused backward and the fused AdamW step
 // (PyTorch's multi-tensor form, one call for all parameters). Tensors cross as
 // `at::Tensor*`, the handles tch uses; errors come back as text.
 
@@ -11,6 +11,7 @@
 #include <ATen/ops/_foreach_norm.h>
 #include <ATen/ops/_fused_adamw.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/_scaled_dot_product_cudnn_attention.h>
 #include <ATen/ops/_scaled_dot_product_flash_attention.h>
 #include <ATen/ops/native_layer_norm_backward.h>
 
@@ -38,6 +39,31 @@ extern "C" int combiner_flash_forward(const at::Tensor *q, const at::Tensor *k,
     *cum_k = new at::Tensor(std::get<3>(r));
     *rng = new at::Tensor(std::get<6>(r));
     *unused = new at::Tensor(std::get<7>(r));
+    return 0;
+  } catch (const std::exception &e) {
+    std::snprintf(err, err_len, "%s", e.what());
+    return 1;
+  }
+}
+
+// cuDNN's fused attention forward (no mask, or the causal one), with the
+// log-sum-exp ([B, H, M, 1], f32) and what its backward needs.
+extern "C" int combiner_cudnn_forward(const at::Tensor *q, const at::Tensor *k,
+                                      const at::Tensor *v, int causal,
+                                      double scale, at::Tensor **out,
+                                      at::Tensor **lse, at::Tensor **cum_q,
+                                      at::Tensor **cum_k, at::Tensor **seed,
+                                      at::Tensor **offset, char *err,
+                                      std::size_t err_len) {
+  try {
+    auto r = at::_scaled_dot_product_cudnn_attention(
+        *q, *k, *v, std::nullopt, true, 0.0, causal != 0, false, scale);
+    *out = new at::Tensor(std::get<0>(r));
+    *lse = new at::Tensor(std::get<1>(r));
+    *cum_q = new at::Tensor(std::get<2>(r));
+    *cum_k = new at::Tensor(std::get<3>(r));
+    *seed = new at::Tensor(std::get<6>(r));
+    *offset = new at::Tensor(std::get<7>(r));
     return 0;
   } catch (const std::exception &e) {
     std::snprintf(err, err_len, "%s", e.what());

@@ -119,9 +119,8 @@ impl<B: Backend> MultiHead<B> {
         attend: impl FnOnce(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
     ) -> Tensor<B, 3> {
         let [b, l, d] = x.dims();
-        let q = self.split(crate::kernel::linear(&self.query, x.clone()));
-        let k = self.split(crate::kernel::linear(&self.key, x.clone()));
-        let v = self.split(crate::kernel::linear(&self.value, x));
+        let [q, k, v] =
+            crate::kernel::linears([&self.query, &self.key, &self.value], x).map(|y| self.split(y));
         let o = attend(q, k, v).swap_dims(1, 2).reshape([b, l, d]);
         self.dropout.forward(crate::kernel::linear(&self.output, o))
     }

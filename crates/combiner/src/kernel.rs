@@ -274,6 +274,33 @@ pub fn linear<B: Backend, const D: usize>(
     y.reshape(out)
 }
 
+/// `layers[i].forward(x)` for every layer, through the backend's
+/// [`LayerKernel`] when it has one: the rows of `x` are flattened once, so
+/// that the products share one input (a backend's backward may then add
+/// their input gradients inside the products, not in passes of their own:
+/// the q, k, v projections of attention).
+pub fn linears<B: Backend, const D: usize, const N: usize>(
+    layers: [&burn::nn::Linear<B>; N],
+    x: Tensor<B, D>,
+) -> [Tensor<B, D>; N] {
+    let Some(kernel) = layer_kernel::<B>() else {
+        return layers.map(|layer| layer.forward(x.clone()));
+    };
+    let dims = x.dims();
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let x = x.reshape([rows, dims[D - 1]]);
+    layers.map(|layer| {
+        let y = kernel.linear(
+            x.clone(),
+            layer.weight.val(),
+            layer.bias.as_ref().map(|b| b.val()),
+        );
+        let mut out = dims;
+        out[D - 1] = y.dims()[1];
+        y.reshape(out)
+    })
+}
+
 /// `norm.forward(x)` for a norm built with `epsilon` (burn keeps a
 /// norm's epsilon private, so the caller passes the one it configured),
 /// through the backend's [`LayerKernel`] when it has one.

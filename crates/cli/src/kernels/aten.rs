@@ -1,5 +1,5 @@
-//! ATen calls tch does not wrap (`csrc/aten.cpp`): FlashAttention-2's
-//! forward (its backward is tch's), layer norm's fused backward and the
+//! ATen calls tch does not wrap (`csrc/aten.cpp`): FlashAttention-2's and
+//! cuDNN's attention forwards (their backwards are tch's), layer norm's fused backward and the
 //! fused AdamW step (PyTorch's multi-tensor form).
 
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -20,6 +20,23 @@ extern "C" {
         cum_k: *mut *mut c_void,
         rng: *mut *mut c_void,
         unused: *mut *mut c_void,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+
+    #[allow(clippy::too_many_arguments)]
+    fn combiner_cudnn_forward(
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        causal: c_int,
+        scale: f64,
+        out: *mut *mut c_void,
+        lse: *mut *mut c_void,
+        cum_q: *mut *mut c_void,
+        cum_k: *mut *mut c_void,
+        seed: *mut *mut c_void,
+        offset: *mut *mut c_void,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
@@ -164,6 +181,122 @@ pub fn flash_backward(
         causal,
         &saved.rng,
         &saved.unused,
+        scale,
+    )
+}
+
+/// What cuDNN's attention backward needs besides q, k, v, output and
+/// log-sum-exp.
+#[derive(Debug)]
+pub struct CudnnSaved {
+    cum_q: T,
+    cum_k: T,
+    seed: T,
+    offset: T,
+}
+
+impl Clone for CudnnSaved {
+    fn clone(&self) -> Self {
+        CudnnSaved {
+            cum_q: self.cum_q.shallow_clone(),
+            cum_k: self.cum_k.shallow_clone(),
+            seed: self.seed.shallow_clone(),
+            offset: self.offset.shallow_clone(),
+        }
+    }
+}
+
+/// cuDNN's fused attention, the contract of [`flash_forward`]: `q: [B, H,
+/// M, K]`, `k, v: [B, H, N, K]` (bf16 or f16 on CUDA, last dim
+/// contiguous), causal (`j <= i`, `M == N`) or not; the output (in the
+/// memory order of `q`), the log-sum-exp `[B, H, M]` (f32) and what the
+/// backward needs. `Err` with PyTorch's message where cuDNN refuses the
+/// inputs (a cuDNN build without fused attention, an unsupported shape).
+pub fn cudnn_forward(
+    q: &T,
+    k: &T,
+    v: &T,
+    causal: bool,
+    scale: f64,
+) -> Result<(T, T, CudnnSaved), String> {
+    let mut ptrs = [std::ptr::null_mut::<c_void>(); 6];
+    let mut err = [0 as c_char; 2048];
+    // SAFETY: as in `flash_forward`; on failure no handle is returned.
+    let [out, lse, cum_q, cum_k, seed, offset] = unsafe {
+        let [a, b, c, d, e, f] = &mut ptrs;
+        let rc = combiner_cudnn_forward(
+            q.as_ptr() as *const c_void,
+            k.as_ptr() as *const c_void,
+            v.as_ptr() as *const c_void,
+            c_int::from(causal),
+            scale,
+            a,
+            b,
+            c,
+            d,
+            e,
+            f,
+            err.as_mut_ptr(),
+            err.len(),
+        );
+        if rc != 0 {
+            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
+            return Err(format!(
+                "cuDNN attention refused q {:?}, k {:?}: {msg}",
+                q.size(),
+                k.size()
+            ));
+        }
+        ptrs.map(|p| T::from_ptr(p as *mut _))
+    };
+    // [B, H, M, 1] -> [B, H, M]
+    let lse = lse.squeeze_dim(-1);
+    Ok((
+        out,
+        lse,
+        CudnnSaved {
+            cum_q,
+            cum_k,
+            seed,
+            offset,
+        },
+    ))
+}
+
+/// Gradients of q, k, v (`[B, H, ., K]`) from cuDNN's attention backward,
+/// the contract of [`flash_backward`] (`lse: [B, H, M]`, f32).
+#[allow(clippy::too_many_arguments)]
+pub fn cudnn_backward(
+    grad: &T,
+    q: &T,
+    k: &T,
+    v: &T,
+    out: &T,
+    lse: &T,
+    saved: &CudnnSaved,
+    causal: bool,
+    scale: f64,
+) -> (T, T, T) {
+    let (m, n) = (q.size()[2], k.size()[2]);
+    // cuDNN's statistics layout: contiguous [B, H, M, 1]
+    let lse = lse.contiguous().unsqueeze(-1);
+    T::internal_scaled_dot_product_cudnn_attention_backward(
+        grad,
+        q,
+        k,
+        v,
+        out,
+        &lse,
+        &saved.seed,
+        &saved.offset,
+        // no bias: an undefined tensor, as PyTorch's autograd passes
+        &T::new(),
+        &saved.cum_q,
+        &saved.cum_k,
+        m,
+        n,
+        0.0,
+        causal,
         scale,
     )
 }

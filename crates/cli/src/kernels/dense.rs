@@ -112,27 +112,57 @@ impl Held {
     }
 }
 
-/// What the linear backward needs: the input and the weight.
+/// burn's autodiff handle of a libtorch tensor (a type burn does not
+/// export by name).
+type AdTensor<E> = <Ad<E> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+/// What the linear backward needs: the input (burn's autodiff handle, which
+/// also names its node: the backward looks up the gradient the input already
+/// has) and the weight.
 #[derive(Clone, Debug)]
-struct LinearState {
-    x: Held,
+struct LinearState<E: TchElement> {
+    x: AdTensor<E>,
     w: Held,
 }
 
 #[derive(Debug)]
 struct LinearBackward;
 
-impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for LinearBackward {
-    type State = LinearState;
+/// Whether `prev` (a gradient the input already has) can take `grad @ w^T`
+/// inside the product (`addmm_`): a dense, unshared tensor of the product's
+/// shape, dtype and device.
+fn accumulates(prev: &TchTensor, grad: &T, w: &T) -> bool {
+    let t = &prev.tensor;
+    prev.can_mut()
+        && t.is_contiguous()
+        && t.size() == [grad.size()[0], w.size()[0]]
+        && t.kind() == grad.kind()
+        && t.device() == grad.device()
+}
 
-    fn backward(self, ops: Ops<LinearState, N>, grads: &mut Gradients, _: &mut Checkpointer) {
+impl<E: TchElement, const N: usize> Backward<LibTorch<E>, N> for LinearBackward {
+    type State = LinearState<E>;
+
+    fn backward(self, ops: Ops<LinearState<E>, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<LibTorch<E>>(&ops.node).tensor;
-        let LinearState { x, w } = ops.state;
-        let (x, w) = (x.t(), w.t());
+        let LinearState { x: x_ad, w } = ops.state;
+        let (x, w) = (&x_ad.primitive.tensor, w.t());
         let [px, pw, pb] = [0, 1, 2].map(|i| ops.parents.get(i).cloned().flatten());
         if let Some(node) = px {
-            let g = grad.mm(&w.tr());
-            grads.register::<LibTorch<E>>(node.id, TchTensor::new(g));
+            // products sharing the input (`combiner::kernel::linears`): the
+            // input gradient is summed by the product's epilogue, no add pass
+            let g = match grads.remove::<LibTorch<E>>(&x_ad) {
+                Some(mut prev) if accumulates(&prev, &grad, w) => {
+                    let _ = prev.tensor.addmm_(&grad, &w.tr());
+                    prev
+                }
+                Some(prev) => {
+                    grads.register::<LibTorch<E>>(node.id, prev);
+                    TchTensor::new(grad.mm(&w.tr()))
+                }
+                None => TchTensor::new(grad.mm(&w.tr())),
+            };
+            grads.register::<LibTorch<E>>(node.id, g);
         }
         if let Some(node) = pw {
             let g = x.tr().mm(&grad);
@@ -254,8 +284,12 @@ impl<E: TchElement> LayerKernel<Ad<E>> for Dense {
     ) -> Tensor<Ad<E>, 2> {
         let x = x.into_primitive().tensor();
         let w = weight.into_primitive().tensor();
+        // the state's handle of the input with a reference count of its own:
+        // burn counts tensors alive by these, and the state is not one
+        let mut x_ad = x.clone();
+        x_ad.rc = std::sync::Arc::new(x.node.id);
         let state = LinearState {
-            x: Held(x.primitive.clone()),
+            x: x_ad,
             w: Held(w.primitive.clone()),
         };
         match bias {
@@ -390,6 +424,53 @@ mod tests {
         ];
         for (name, d) in diffs {
             assert!(d < tol, "{name}: fused and generic differ by {d}");
+        }
+    }
+
+    /// Three products of one input (`linears`, attention's q, k, v
+    /// projections, the fused backward summing the input gradient inside
+    /// the products) equal burn's three `Linear`s: output and the gradients
+    /// of the input (whose node also takes a gradient from elsewhere) and
+    /// of every weight.
+    #[test]
+    fn products_sharing_an_input_match_the_generic_layers() {
+        let _serial = crate::kernels::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        register::<f32>();
+        let dev = LibTorchDevice::Cpu;
+        let layers: Vec<_> = [16, 24, 8]
+            .map(|out| LinearConfig::new(24, out).init::<B>(&dev))
+            .into();
+        let x =
+            Tensor::<B, 3>::random([3, 5, 24], Distribution::Normal(0.0, 1.0), &dev).require_grad();
+        let run = |fused: bool| {
+            combiner::kernel::set_enabled(fused);
+            let h = x.clone() * 1.5;
+            let ys = combiner::kernel::linears([&layers[0], &layers[1], &layers[2]], h.clone());
+            combiner::kernel::set_enabled(true);
+            let loss = ys
+                .iter()
+                .enumerate()
+                .map(|(i, y)| (y.clone() * (i as f32 + 1.0)).powf_scalar(2.0).sum())
+                .fold(h.sin().sum(), |a, b| a + b);
+            let grads = loss.backward();
+            let gw: Vec<_> = layers
+                .iter()
+                .map(|l| l.weight.val().grad(&grads).unwrap())
+                .collect();
+            (ys, x.grad(&grads).unwrap(), gw)
+        };
+        let (y0, gx0, gw0) = run(false);
+        let (y1, gx1, gw1) = run(true);
+        for (a, b) in y0.into_iter().zip(y1) {
+            assert!(max_diff(a.inner(), b.inner()) < 1e-4, "outputs differ");
+        }
+        let d = max_diff(gx0, gx1);
+        assert!(d < 1e-3, "input gradients differ by {d}");
+        for (i, (a, b)) in gw0.into_iter().zip(gw1).enumerate() {
+            let d = max_diff(a, b);
+            assert!(d < 1e-3, "weight {i} gradients differ by {d}");
         }
     }
 

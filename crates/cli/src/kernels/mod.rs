@@ -10,8 +10,13 @@
 //! FlashAttention-2 (PyTorch's `_scaled_dot_product_flash_attention`,
 //! through `aten.rs`) instead: its backward works in 128-query tiles and
 //! accumulates `dq` in f32 through two extra kernels, which costs more than
-//! it saves on the small blocks of the paper's grids. Neither kernel writes
-//! the logits to memory. The terms' outputs
+//! it saves on the small blocks of the paper's grids. Below that, terms
+//! without a mask from [`CUDNN_MIN_GROUP`] queries per block and causal
+//! ones from [`CUDNN_MIN_CAUSAL_GROUP`] run cuDNN's fused attention
+//! (`_scaled_dot_product_cudnn_attention`), where it measured faster; a
+//! cuDNN that refuses them turns it off for the run (with a warning) and
+//! memory-efficient attention takes its terms. No kernel writes the logits
+//! to memory. The terms' outputs
 //! `o_t` and log-sum-exps `lse_t` are merged per query as split attention
 //! is (`lse = logsumexp_t lse_t`, `o = sum_t exp(lse_t - lse) o_t`), which
 //! is the one softmax over the union of the terms.
@@ -95,6 +100,37 @@ const MAX_FLASH_HEAD_DIM: i64 = 256;
 /// of 64) took 0.94 against 1.35 ms with 96-query blocks (CIFAR-10,
 /// batch 32) and 1.17 against 1.47 ms with 192 (ImageNet-64, batch 8).
 const FLASH_MIN_GROUP: i64 = 256;
+
+/// Blocks of at least this many queries (and fewer than
+/// [`FLASH_MIN_GROUP`]) without a mask run cuDNN's attention: forward and
+/// backward of the row-major grid's local expectations on one H100
+/// (`scripts/bench_blocks_torch.py`, bf16, 8 heads of 64) took 1.06
+/// against 1.13 ms with 96-query blocks (CIFAR-10, batch 32) and 1.20
+/// against 1.49 ms with 192 (ImageNet-64, batch 8). Smaller blocks were
+/// not measured.
+const CUDNN_MIN_GROUP: i64 = 96;
+
+/// Causal blocks of at least this many queries (and fewer than
+/// [`FLASH_MIN_GROUP`]) run cuDNN's attention: the row-major grid's row
+/// term took 1.07 against 1.17 ms with 192-query blocks, but 1.04 against
+/// 0.94 with 96 (same benchmark); between the two it was not measured.
+const CUDNN_MIN_CAUSAL_GROUP: i64 = 128;
+
+/// Cleared for the rest of the run when cuDNN refuses a term.
+static CUDNN_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// cuDNN's attention for a term without a mask (`causal` false) or with the
+/// causal one, `g` queries per block, head dim `d`: whether it runs it.
+fn cudnn_runs(causal: bool, g: i64, d: i64) -> bool {
+    let min = if causal {
+        CUDNN_MIN_CAUSAL_GROUP
+    } else {
+        CUDNN_MIN_GROUP
+    };
+    (min..FLASH_MIN_GROUP).contains(&g)
+        && d <= 128
+        && CUDNN_OK.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Tests run the kernel's layouts, merge and backward node on libtorch's
 /// CPU device, with the attention of each term in plain operations
@@ -287,6 +323,8 @@ enum Order {
 enum Attn {
     /// FlashAttention-2, without a mask or with the causal one.
     Flash { causal: bool },
+    /// cuDNN's fused attention, without a mask or with the causal one.
+    Cudnn { causal: bool },
     /// Memory-efficient attention: without a mask, with the causal one
     /// (the kernel's mask type) or, when `causal` is false and the term
     /// has a mask, with the mask as a bias.
@@ -297,7 +335,7 @@ impl Attn {
     /// Whether the kernel applies the causal mask of square blocks itself.
     fn causal(self) -> bool {
         match self {
-            Attn::Flash { causal } | Attn::Efficient { causal } => causal,
+            Attn::Flash { causal } | Attn::Cudnn { causal } | Attn::Efficient { causal } => causal,
         }
     }
 }
@@ -326,6 +364,8 @@ struct Term {
     offset: T,
     /// What the flash backward needs.
     flash: Option<aten::Saved>,
+    /// What cuDNN's backward needs.
+    cudnn: Option<aten::CudnnSaved>,
     /// burn's handles of the inputs whose storage `q`, `k`, `v` may view:
     /// burn-tch changes a tensor in place only when no other handle shares
     /// its storage, so holding them keeps the inputs as the backward needs.
@@ -362,6 +402,7 @@ impl Clone for Term {
             seed: self.seed.shallow_clone(),
             offset: self.offset.shallow_clone(),
             flash: self.flash.clone(),
+            cudnn: self.cudnn.clone(),
             inputs: self.inputs.clone(),
         }
     }
@@ -432,6 +473,8 @@ impl Term {
         let causal = plain && t.hidden.is_some();
         let attn = if plain && d <= MAX_FLASH_HEAD_DIM && g >= FLASH_MIN_GROUP {
             Attn::Flash { causal }
+        } else if plain && cudnn_runs(causal, g, d) {
+            Attn::Cudnn { causal }
         } else {
             Attn::Efficient { causal }
         };
@@ -481,6 +524,7 @@ impl Term {
             seed: T::new(),
             offset: T::new(),
             flash: None,
+            cudnn: None,
             inputs: Vec::new(),
         }
     }
@@ -554,6 +598,27 @@ impl Term {
                 self.flash = Some(saved);
                 (o, lse)
             }
+            Attn::Cudnn { causal } => match aten::cudnn_forward(
+                &self.q.transpose(1, 2),
+                &self.k.transpose(1, 2),
+                &self.v.transpose(1, 2),
+                causal,
+                self.scale,
+            ) {
+                Ok((o, lse, saved)) => {
+                    self.cudnn = Some(saved);
+                    (o, lse)
+                }
+                Err(e) => {
+                    if CUDNN_OK.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!(
+                            "warning: {e}; memory-efficient attention runs its terms from now on"
+                        );
+                    }
+                    self.attn = Attn::Efficient { causal };
+                    return self.forward();
+                }
+            },
             Attn::Efficient { causal } => {
                 let (o, lse, seed, offset) = T::internal_scaled_dot_product_efficient_attention(
                     &self.q.transpose(1, 2),
@@ -652,6 +717,21 @@ impl Term {
                 );
                 (gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2))
             }
+            Attn::Cudnn { causal } => {
+                let saved = self.cudnn.as_ref().expect("the forward ran");
+                let (gq, gk, gv) = aten::cudnn_backward(
+                    &grad_t.transpose(1, 2),
+                    &self.q.transpose(1, 2),
+                    &self.k.transpose(1, 2),
+                    &self.v.transpose(1, 2),
+                    &out_t.transpose(1, 2),
+                    &lse_t,
+                    saved,
+                    causal,
+                    self.scale,
+                );
+                (gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2))
+            }
             Attn::Efficient { causal } => {
                 let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
                 let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
@@ -694,8 +774,10 @@ fn merge(terms: &mut [Term]) -> Merged {
     if let Some(merged) = merge_in_place(&results) {
         return merged;
     }
-    let lses: Vec<T> = results.iter().map(|(_, l)| l.shallow_clone()).collect();
-    let lse = T::stack(&lses, 0).logsumexp([0], false);
+    // one pass per term (a stacked `logsumexp` is about ten small kernels)
+    let lse = results[1..]
+        .iter()
+        .fold(results[0].1.shallow_clone(), |acc, (_, l)| acc.logaddexp(l));
     // [b, h, len, d] over [b, len, h, d] memory, as the projections are
     let [b, h, len, d] = {
         let n = results[0].0.size();
@@ -738,7 +820,7 @@ fn merge_in_place(results: &[(T, T)]) -> Option<Merged> {
     let rows = b * len * h;
     // [b, len, h], f32
     let [l1, l2] = [l1, l2].map(|l| l.permute([0, 2, 1]).contiguous());
-    let lse = T::stack(&[&l1, &l2], 0).logsumexp([0], false);
+    let lse = l1.logaddexp(&l2);
     let w1 = (&l1 - &lse).exp().to_kind(o1.kind()).view([rows, 1]);
     let out = o2.view([rows, d]).lerp_tensor(&o1.view([rows, d]), &w1);
     Some(Merged {
