@@ -15,7 +15,10 @@ Terms (grid `rows x cols`, `b` sequences):
             kernel runs now), as FlashAttention with the causal mask aligned
             to the bottom right over keys `0..rows-1` (query r then sees
             keys r' < r: strict causality without a mask; query 0 sees none),
-            and as cuDNN with the mask
+            as memory-efficient attention with that mask as its own mask
+            type (no bias read), as cuDNN with the mask, and in plain
+            operations (logits of the shared keys in one product per
+            sequence and head, f32 softmax, values contracted per column)
 
 Each variant is checked against dense math in f32 (outputs of rows that see
 no key compared as zeros) before it is timed.
@@ -130,8 +133,34 @@ def main():
             torch.autograd.grad(o, (qc, kspan, vc), goc)
         return o
 
+    def efficient_lower_right(grad=None):
+        # the kernel's [B, M, H, K] layout; mask type 2: causal from the bottom right
+        ks, vs = kc()[:, :, : r - 1], vc[:, :, : r - 1]
+        o = torch.ops.aten._efficient_attention_forward(
+            qc.transpose(1, 2), ks.transpose(1, 2), vs.transpose(1, 2), None, None, None,
+            r, r - 1, 0.0, 2, True, scale=scale)[0].transpose(1, 2)
+        if grad:
+            torch.autograd.grad(o, (qc, kspan, vc), goc)
+        return o.nan_to_num(0.0)
+
+    def plain(grad=None):
+        # [b, h, rows * cols, d] queries over the [b, h, rows, d] span keys in one product
+        q5 = qc.transpose(1, 2).reshape(b, r, c, h, d).permute(0, 3, 1, 2, 4).reshape(b, h, r * c, d)
+        ks = kspan[:, :, 0].permute(0, 2, 1, 3)
+        s_ = (q5 @ ks.transpose(-1, -2)).float().view(b, h, r, c, r) * scale
+        s_ = s_.masked_fill(~strict.view(1, 1, r, 1, r), float("-inf"))
+        p_ = torch.softmax(s_, -1).nan_to_num(0.0).to(dt)
+        # per column: [rows, rows] probabilities over the column's values
+        v5 = vc.transpose(1, 2).reshape(b, r, c, h, d)
+        o = torch.einsum("bhrcs,bschd->brchd", p_, v5).reshape(b, r, c * h, d).transpose(1, 2)
+        if grad:
+            torch.autograd.grad(o, (qc, kspan, vc), goc)
+        return o
+
     check = lambda o: (o[:2].float() - ref).abs().max()  # noqa: E731
     record("column", "efficient+mask", masked(SDPBackend.EFFICIENT_ATTENTION), check)
+    record("column", "efficient-lower-right", efficient_lower_right, check)
+    record("column", "plain-ops", plain, check)
     record("column", "cudnn+mask", masked(SDPBackend.CUDNN_ATTENTION), check)
     record("column", "flash-lower-right", lower_right, check)
     lse = torch.ops.aten._scaled_dot_product_flash_attention(
