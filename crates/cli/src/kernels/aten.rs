@@ -264,7 +264,8 @@ pub fn cudnn_forward(
 }
 
 /// Gradients of q, k, v (`[B, H, ., K]`) from cuDNN's attention backward,
-/// the contract of [`flash_backward`] (`lse: [B, H, M]`, f32).
+/// the contract of [`flash_backward`] (`lse: [B, H, M]`, f32); `Err` with
+/// PyTorch's message where cuDNN refuses the inputs.
 #[allow(clippy::too_many_arguments)]
 pub fn cudnn_backward(
     grad: &T,
@@ -276,11 +277,11 @@ pub fn cudnn_backward(
     saved: &CudnnSaved,
     causal: bool,
     scale: f64,
-) -> (T, T, T) {
+) -> Result<(T, T, T), String> {
     let (m, n) = (q.size()[2], k.size()[2]);
     // cuDNN's statistics layout: contiguous [B, H, M, 1]
     let lse = lse.contiguous().unsqueeze(-1);
-    T::internal_scaled_dot_product_cudnn_attention_backward(
+    T::f_internal_scaled_dot_product_cudnn_attention_backward(
         grad,
         q,
         k,
@@ -299,6 +300,7 @@ pub fn cudnn_backward(
         causal,
         scale,
     )
+    .map_err(|e| format!("cuDNN attention backward refused q {:?}: {e}", q.size()))
 }
 
 /// Gradients of layer norm over the last dim `d` of `x: [n, d]` (`mean`,

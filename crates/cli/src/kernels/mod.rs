@@ -11,12 +11,15 @@
 //! through `aten.rs`) instead: its backward works in 128-query tiles and
 //! accumulates `dq` in f32 through two extra kernels, which costs more than
 //! it saves on the small blocks of the paper's grids. Below that, terms
-//! without a mask from [`CUDNN_MIN_GROUP`] queries per block and causal
-//! ones from [`CUDNN_MIN_CAUSAL_GROUP`] run cuDNN's fused attention
-//! (`_scaled_dot_product_cudnn_attention`), where it measured faster; a
-//! cuDNN that refuses them turns it off for the run (with a warning) and
-//! memory-efficient attention takes its terms. No kernel writes the logits
-//! to memory. The terms' outputs
+//! without a mask or with the causal one from [`CUDNN_MIN_GROUP`] queries
+//! per block run cuDNN's fused attention forward
+//! (`_scaled_dot_product_cudnn_attention`) and, from
+//! [`CUDNN_MIN_BACKWARD_GROUP`], its backward (below, memory-efficient
+//! attention's backward: a backward needs only q, k, v, the output, its
+//! gradient and the log-sum-exp, whichever kernel ran the forward), where
+//! each measured fastest; a cuDNN that refuses a term turns it off for the
+//! run (with a warning) and memory-efficient attention takes over. No
+//! kernel writes the logits to memory. The terms' outputs
 //! `o_t` and log-sum-exps `lse_t` are merged per query as split attention
 //! is (`lse = logsumexp_t lse_t`, `o = sum_t exp(lse_t - lse) o_t`), which
 //! is the one softmax over the union of the terms.
@@ -102,34 +105,50 @@ const MAX_FLASH_HEAD_DIM: i64 = 256;
 const FLASH_MIN_GROUP: i64 = 256;
 
 /// Blocks of at least this many queries (and fewer than
-/// [`FLASH_MIN_GROUP`]) without a mask run cuDNN's attention: forward and
-/// backward of the row-major grid's local expectations on one H100
-/// (`scripts/bench_blocks_torch.py`, bf16, 8 heads of 64) took 1.06
-/// against 1.13 ms with 96-query blocks (CIFAR-10, batch 32) and 1.20
-/// against 1.49 ms with 192 (ImageNet-64, batch 8). Smaller blocks were
-/// not measured.
+/// [`FLASH_MIN_GROUP`]) without a mask or with the causal one run cuDNN's
+/// attention forward. On one H100 (`scripts/bench_blocks_torch.py`, bf16,
+/// 8 heads of 64; forward, then forward and backward, ms) the row-major
+/// grid's terms took, with cuDNN and with memory-efficient attention:
+///
+/// | term | CIFAR-10 (96-query blocks, batch 32) | ImageNet-64 (192, batch 8) |
+/// |---|---|---|
+/// | row (causal) | 0.23, 1.04; 0.32, 0.94 | 0.26, 1.07; 0.33, 1.17 |
+/// | local expectations (no mask) | 0.19, 1.06; 0.36, 1.13 | 0.29, 1.20; 0.39, 1.49 |
+///
+/// cuDNN's forward is the faster at both sizes; smaller blocks were not
+/// measured.
 const CUDNN_MIN_GROUP: i64 = 96;
 
-/// Causal blocks of at least this many queries (and fewer than
-/// [`FLASH_MIN_GROUP`]) run cuDNN's attention: the row-major grid's row
-/// term took 1.07 against 1.17 ms with 192-query blocks, but 1.04 against
-/// 0.94 with 96 (same benchmark); between the two it was not measured.
-const CUDNN_MIN_CAUSAL_GROUP: i64 = 128;
+/// cuDNN's attention backward runs blocks of at least this many queries:
+/// from the table of [`CUDNN_MIN_GROUP`], its backward is the slower with
+/// 96-query blocks (0.81 against 0.62 ms, 0.87 against 0.77) and the faster
+/// or even with 192 (0.81 against 0.84, 0.91 against 1.10); between the two
+/// it was not measured.
+const CUDNN_MIN_BACKWARD_GROUP: i64 = 128;
 
 /// Cleared for the rest of the run when cuDNN refuses a term.
 static CUDNN_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// cuDNN's attention for a term without a mask (`causal` false) or with the
-/// causal one, `g` queries per block, head dim `d`: whether it runs it.
-fn cudnn_runs(causal: bool, g: i64, d: i64) -> bool {
-    let min = if causal {
-        CUDNN_MIN_CAUSAL_GROUP
+/// Whether cuDNN's attention runs the forward (`backward` false) or the
+/// backward of a term without a mask or with the causal one, `g` queries
+/// per block, head dim `d`.
+fn cudnn_runs(backward: bool, g: i64, d: i64) -> bool {
+    let min = if backward {
+        CUDNN_MIN_BACKWARD_GROUP
     } else {
         CUDNN_MIN_GROUP
     };
     (min..FLASH_MIN_GROUP).contains(&g)
         && d <= 128
         && CUDNN_OK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Turns cuDNN's attention off for the rest of the run after it refused a
+/// term (`e`: PyTorch's message), saying so once.
+fn cudnn_refused(e: &str) {
+    if CUDNN_OK.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("warning: {e}; memory-efficient attention runs its terms from now on");
+    }
 }
 
 /// Tests run the kernel's layouts, merge and backward node on libtorch's
@@ -349,6 +368,9 @@ struct Term {
     geometry: Geometry,
     order: Order,
     attn: Attn,
+    /// The kernel of the backward: the forward's, or memory-efficient
+    /// attention's after a cuDNN forward.
+    backward: Attn,
     /// `[B, H, group_size, width]` additive mask (0 or `MASKED`), the
     /// `[groups, group_size, width]` block laid out per the geometry, rows
     /// 16-aligned as the kernel requires; `None` when no mask is read.
@@ -379,6 +401,7 @@ impl std::fmt::Debug for Term {
             .field("geometry", &self.geometry)
             .field("order", &self.order)
             .field("attn", &self.attn)
+            .field("backward", &self.backward)
             .finish()
     }
 }
@@ -392,6 +415,7 @@ impl Clone for Term {
             geometry: self.geometry,
             order: self.order,
             attn: self.attn,
+            backward: self.backward,
             bias: self.bias.as_ref().map(T::shallow_clone),
             queries: self.queries.shallow_clone(),
             inverse: self.inverse.shallow_clone(),
@@ -471,12 +495,17 @@ impl Term {
         // no mask, or the causal one the kernels apply without reading it
         let plain = t.hidden.is_none() || (t.causal && g == w);
         let causal = plain && t.hidden.is_some();
-        let attn = if plain && d <= MAX_FLASH_HEAD_DIM && g >= FLASH_MIN_GROUP {
-            Attn::Flash { causal }
-        } else if plain && cudnn_runs(causal, g, d) {
-            Attn::Cudnn { causal }
+        let (attn, backward) = if plain && d <= MAX_FLASH_HEAD_DIM && g >= FLASH_MIN_GROUP {
+            (Attn::Flash { causal }, Attn::Flash { causal })
+        } else if plain && cudnn_runs(false, g, d) {
+            let backward = if cudnn_runs(true, g, d) {
+                Attn::Cudnn { causal }
+            } else {
+                Attn::Efficient { causal }
+            };
+            (Attn::Cudnn { causal }, backward)
         } else {
-            Attn::Efficient { causal }
+            (Attn::Efficient { causal }, Attn::Efficient { causal })
         };
         let bias = match (attn, &t.hidden) {
             (Attn::Efficient { causal: false }, Some(hidden)) => {
@@ -514,6 +543,7 @@ impl Term {
             geometry,
             order,
             attn,
+            backward,
             bias,
             queries: queries.tensor,
             inverse: inverse.tensor,
@@ -521,8 +551,10 @@ impl Term {
             dims: [b, h, gs, g, w, d],
             len: len as i64,
             scale,
-            seed: T::new(),
-            offset: T::new(),
+            // what memory-efficient attention's backward reads without
+            // dropout, when another kernel ran the forward
+            seed: T::zeros([], (tch::Kind::Int64, tch::Device::Cpu)),
+            offset: T::zeros([], (tch::Kind::Int64, tch::Device::Cpu)),
             flash: None,
             cudnn: None,
             inputs: Vec::new(),
@@ -610,12 +642,9 @@ impl Term {
                     (o, lse)
                 }
                 Err(e) => {
-                    if CUDNN_OK.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                        eprintln!(
-                            "warning: {e}; memory-efficient attention runs its terms from now on"
-                        );
-                    }
+                    cudnn_refused(&e);
                     self.attn = Attn::Efficient { causal };
+                    self.backward = Attn::Efficient { causal };
                     return self.forward();
                 }
             },
@@ -664,7 +693,6 @@ impl Term {
     /// d]`, made once for every in-place term).
     fn backward(&self, grad: &T, out: &T, lse: &T, blhd: &mut Option<(T, T)>) -> [T; 3] {
         let [b, h, gs, g, w, d] = self.dims;
-        let m_pad = (g + 31) / 32 * 32;
         let (grad_t, out_t, lse_t) = match self.order {
             Order::InPlace => {
                 let (grad_blhd, out_blhd) = blhd.get_or_insert_with(|| {
@@ -698,7 +726,7 @@ impl Term {
                 (grad_t, out_t, lse_t)
             }
         };
-        let (gq, gk, gv) = match self.attn {
+        let (gq, gk, gv) = match self.backward {
             _ if self.q.device() == tch::Device::Cpu => {
                 math::backward(self, &grad_t, &out_t, &lse_t)
             }
@@ -719,7 +747,7 @@ impl Term {
             }
             Attn::Cudnn { causal } => {
                 let saved = self.cudnn.as_ref().expect("the forward ran");
-                let (gq, gk, gv) = aten::cudnn_backward(
+                match aten::cudnn_backward(
                     &grad_t.transpose(1, 2),
                     &self.q.transpose(1, 2),
                     &self.k.transpose(1, 2),
@@ -729,38 +757,51 @@ impl Term {
                     saved,
                     causal,
                     self.scale,
-                );
-                (gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2))
+                ) {
+                    Ok((gq, gk, gv)) => {
+                        (gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2))
+                    }
+                    Err(e) => {
+                        cudnn_refused(&e);
+                        self.efficient_backward(&grad_t, &out_t, &lse_t, causal)
+                    }
+                }
             }
-            Attn::Efficient { causal } => {
-                let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
-                let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
-                    &grad_t,
-                    &self.q,
-                    &self.k,
-                    &self.v,
-                    self.bias.as_ref(),
-                    &out_t,
-                    None::<&T>,
-                    None::<&T>,
-                    g,
-                    w,
-                    &lse_t,
-                    0.0,
-                    &self.seed,
-                    &self.offset,
-                    // the mask type: 1 = causal from the top left
-                    i64::from(causal),
-                    false,
-                    self.scale,
-                    None,
-                    None,
-                    false,
-                );
-                (gq, gk, gv)
-            }
+            Attn::Efficient { causal } => self.efficient_backward(&grad_t, &out_t, &lse_t, causal),
         };
         [(gq, g), (gk, w), (gv, w)].map(|(x, m)| self.geometry.back(&x, [b, h, gs, m, d]))
+    }
+
+    /// Memory-efficient attention's backward in the kernel's layout (see
+    /// [`Term::backward`]), `lse_t: [B, H, M]`.
+    fn efficient_backward(&self, grad_t: &T, out_t: &T, lse_t: &T, causal: bool) -> (T, T, T) {
+        let [_, _, _, g, w, _] = self.dims;
+        let m_pad = (g + 31) / 32 * 32;
+        let lse_t = lse_t.constant_pad_nd([0, m_pad - g]).contiguous();
+        let (gq, gk, gv, _) = T::internal_efficient_attention_backward(
+            grad_t,
+            &self.q,
+            &self.k,
+            &self.v,
+            self.bias.as_ref(),
+            out_t,
+            None::<&T>,
+            None::<&T>,
+            g,
+            w,
+            &lse_t,
+            0.0,
+            &self.seed,
+            &self.offset,
+            // the mask type: 1 = causal from the top left
+            i64::from(causal),
+            false,
+            self.scale,
+            None,
+            None,
+            false,
+        );
+        (gq, gk, gv)
     }
 }
 
