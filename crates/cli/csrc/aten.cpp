@@ -23,22 +23,20 @@
 #include <cstdio>
 #include <exception>
 
-extern "C" int combiner_flash_forward(const at::Tensor *q, const at::Tensor *k,
-                                      const at::Tensor *v, int causal,
-                                      double scale, at::Tensor **out,
-                                      at::Tensor **lse, at::Tensor **cum_q,
-                                      at::Tensor **cum_k, at::Tensor **rng,
-                                      at::Tensor **unused, char *err,
-                                      std::size_t err_len) {
+// The outputs of a fused attention forward its backward needs (FlashAttention
+// and cuDNN return them at the same places): output, log-sum-exp, the
+// cumulative sequence lengths, and the random-number state (seed, offset).
+template <class Run>
+static int attention_forward(Run run, at::Tensor **out, char *err,
+                             std::size_t err_len) {
   try {
-    auto r = at::_scaled_dot_product_flash_attention(*q, *k, *v, 0.0,
-                                                     causal != 0, false, scale);
-    *out = new at::Tensor(std::get<0>(r));
-    *lse = new at::Tensor(std::get<1>(r));
-    *cum_q = new at::Tensor(std::get<2>(r));
-    *cum_k = new at::Tensor(std::get<3>(r));
-    *rng = new at::Tensor(std::get<6>(r));
-    *unused = new at::Tensor(std::get<7>(r));
+    auto r = run();
+    out[0] = new at::Tensor(std::get<0>(r));
+    out[1] = new at::Tensor(std::get<1>(r));
+    out[2] = new at::Tensor(std::get<2>(r));
+    out[3] = new at::Tensor(std::get<3>(r));
+    out[4] = new at::Tensor(std::get<6>(r));
+    out[5] = new at::Tensor(std::get<7>(r));
     return 0;
   } catch (const std::exception &e) {
     std::snprintf(err, err_len, "%s", e.what());
@@ -46,29 +44,33 @@ extern "C" int combiner_flash_forward(const at::Tensor *q, const at::Tensor *k,
   }
 }
 
-// cuDNN's fused attention forward (no mask, or the causal one), with the
-// log-sum-exp ([B, H, M, 1], f32) and what its backward needs.
+// FlashAttention-2's forward (no mask, or the causal one): six new handles
+// in `out` (see `attention_forward`).
+extern "C" int combiner_flash_forward(const at::Tensor *q, const at::Tensor *k,
+                                      const at::Tensor *v, int causal,
+                                      double scale, at::Tensor **out,
+                                      char *err, std::size_t err_len) {
+  return attention_forward(
+      [&] {
+        return at::_scaled_dot_product_flash_attention(*q, *k, *v, 0.0,
+                                                       causal != 0, false,
+                                                       scale);
+      },
+      out, err, err_len);
+}
+
+// cuDNN's fused attention forward (no mask, or the causal one), its
+// log-sum-exp [B, H, M, 1] (f32): six new handles in `out`.
 extern "C" int combiner_cudnn_forward(const at::Tensor *q, const at::Tensor *k,
                                       const at::Tensor *v, int causal,
                                       double scale, at::Tensor **out,
-                                      at::Tensor **lse, at::Tensor **cum_q,
-                                      at::Tensor **cum_k, at::Tensor **seed,
-                                      at::Tensor **offset, char *err,
-                                      std::size_t err_len) {
-  try {
-    auto r = at::_scaled_dot_product_cudnn_attention(
-        *q, *k, *v, std::nullopt, true, 0.0, causal != 0, false, scale);
-    *out = new at::Tensor(std::get<0>(r));
-    *lse = new at::Tensor(std::get<1>(r));
-    *cum_q = new at::Tensor(std::get<2>(r));
-    *cum_k = new at::Tensor(std::get<3>(r));
-    *seed = new at::Tensor(std::get<6>(r));
-    *offset = new at::Tensor(std::get<7>(r));
-    return 0;
-  } catch (const std::exception &e) {
-    std::snprintf(err, err_len, "%s", e.what());
-    return 1;
-  }
+                                      char *err, std::size_t err_len) {
+  return attention_forward(
+      [&] {
+        return at::_scaled_dot_product_cudnn_attention(
+            *q, *k, *v, std::nullopt, true, 0.0, causal != 0, false, scale);
+      },
+      out, err, err_len);
 }
 
 extern "C" int combiner_layer_norm_backward(

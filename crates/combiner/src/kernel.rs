@@ -259,19 +259,8 @@ pub fn linear<B: Backend, const D: usize>(
     layer: &burn::nn::Linear<B>,
     x: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let Some(kernel) = layer_kernel::<B>() else {
-        return layer.forward(x);
-    };
-    let dims = x.dims();
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let y = kernel.linear(
-        x.reshape([rows, dims[D - 1]]),
-        layer.weight.val(),
-        layer.bias.as_ref().map(|b| b.val()),
-    );
-    let mut out = dims;
-    out[D - 1] = y.dims()[1];
-    y.reshape(out)
+    let [y] = linears([layer], x);
+    y
 }
 
 /// `layers[i].forward(x)` for every layer, through the backend's

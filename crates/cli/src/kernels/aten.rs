@@ -7,7 +7,6 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use tch::Tensor as T;
 
 extern "C" {
-    #[allow(clippy::too_many_arguments)]
     fn combiner_flash_forward(
         q: *const c_void,
         k: *const c_void,
@@ -15,16 +14,10 @@ extern "C" {
         causal: c_int,
         scale: f64,
         out: *mut *mut c_void,
-        lse: *mut *mut c_void,
-        cum_q: *mut *mut c_void,
-        cum_k: *mut *mut c_void,
-        rng: *mut *mut c_void,
-        unused: *mut *mut c_void,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
 
-    #[allow(clippy::too_many_arguments)]
     fn combiner_cudnn_forward(
         q: *const c_void,
         k: *const c_void,
@@ -32,11 +25,6 @@ extern "C" {
         causal: c_int,
         scale: f64,
         out: *mut *mut c_void,
-        lse: *mut *mut c_void,
-        cum_q: *mut *mut c_void,
-        cum_k: *mut *mut c_void,
-        seed: *mut *mut c_void,
-        offset: *mut *mut c_void,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
@@ -79,13 +67,13 @@ extern "C" {
 }
 
 /// What the backward needs from a forward besides q, k, v, output and
-/// log-sum-exp.
+/// log-sum-exp (FlashAttention's and cuDNN's alike).
 #[derive(Debug)]
 pub struct Saved {
     cum_q: T,
     cum_k: T,
-    rng: T,
-    unused: T,
+    seed: T,
+    offset: T,
 }
 
 impl Clone for Saved {
@@ -93,10 +81,63 @@ impl Clone for Saved {
         Saved {
             cum_q: self.cum_q.shallow_clone(),
             cum_k: self.cum_k.shallow_clone(),
-            rng: self.rng.shallow_clone(),
-            unused: self.unused.shallow_clone(),
+            seed: self.seed.shallow_clone(),
+            offset: self.offset.shallow_clone(),
         }
     }
+}
+
+type AttentionForward = unsafe extern "C" fn(
+    *const c_void,
+    *const c_void,
+    *const c_void,
+    c_int,
+    f64,
+    *mut *mut c_void,
+    *mut c_char,
+    usize,
+) -> c_int;
+
+/// Runs one of the C++ attention forwards: the output, the log-sum-exp as
+/// the kernel returns it and what the backward needs; `Err` with
+/// PyTorch's message where the kernel refuses the inputs.
+fn attention_forward(
+    run: AttentionForward,
+    q: &T,
+    k: &T,
+    v: &T,
+    causal: bool,
+    scale: f64,
+) -> Result<(T, T, Saved), String> {
+    let mut ptrs = [std::ptr::null_mut::<c_void>(); 6];
+    let mut err = [0 as c_char; 2048];
+    // SAFETY: tch's tensors are `at::Tensor*` handles; the call only reads
+    // them and, when it succeeds, returns six new handles, which `from_ptr`
+    // takes over.
+    let [out, lse, cum_q, cum_k, seed, offset] = unsafe {
+        let rc = run(
+            q.as_ptr() as *const c_void,
+            k.as_ptr() as *const c_void,
+            v.as_ptr() as *const c_void,
+            c_int::from(causal),
+            scale,
+            ptrs.as_mut_ptr(),
+            err.as_mut_ptr(),
+            err.len(),
+        );
+        if rc != 0 {
+            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
+            return Err(format!("q {:?}, k {:?}: {msg}", q.size(), k.size()));
+        }
+        ptrs.map(|p| T::from_ptr(p as *mut _))
+    };
+    let saved = Saved {
+        cum_q,
+        cum_k,
+        seed,
+        offset,
+    };
+    Ok((out, lse, saved))
 }
 
 /// `softmax(scale q k^T) v` for `q: [B, H, M, K]`, `k, v: [B, H, N, K]`
@@ -107,47 +148,8 @@ impl Clone for Saved {
 /// # Panics
 /// With PyTorch's message where it refuses the inputs.
 pub fn flash_forward(q: &T, k: &T, v: &T, causal: bool, scale: f64) -> (T, T, Saved) {
-    let mut ptrs = [std::ptr::null_mut::<c_void>(); 6];
-    let mut err = [0 as c_char; 2048];
-    // SAFETY: tch's tensors are `at::Tensor*` handles; the call only reads
-    // them and returns six new handles, which `from_ptr` takes over.
-    let [out, lse, cum_q, cum_k, rng, unused] = unsafe {
-        let [a, b, c, d, e, f] = &mut ptrs;
-        let rc = combiner_flash_forward(
-            q.as_ptr() as *const c_void,
-            k.as_ptr() as *const c_void,
-            v.as_ptr() as *const c_void,
-            c_int::from(causal),
-            scale,
-            a,
-            b,
-            c,
-            d,
-            e,
-            f,
-            err.as_mut_ptr(),
-            err.len(),
-        );
-        if rc != 0 {
-            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
-            panic!(
-                "flash attention refused q {:?}, k {:?}: {msg}",
-                q.size(),
-                k.size()
-            );
-        }
-        ptrs.map(|p| T::from_ptr(p as *mut _))
-    };
-    (
-        out,
-        lse,
-        Saved {
-            cum_q,
-            cum_k,
-            rng,
-            unused,
-        },
-    )
+    attention_forward(combiner_flash_forward, q, k, v, causal, scale)
+        .unwrap_or_else(|e| panic!("flash attention refused {e}"))
 }
 
 /// Gradients of q, k, v (`[B, H, ., K]`) given the output gradient, with
@@ -179,31 +181,10 @@ pub fn flash_backward(
         n,
         0.0,
         causal,
-        &saved.rng,
-        &saved.unused,
+        &saved.seed,
+        &saved.offset,
         scale,
     )
-}
-
-/// What cuDNN's attention backward needs besides q, k, v, output and
-/// log-sum-exp.
-#[derive(Debug)]
-pub struct CudnnSaved {
-    cum_q: T,
-    cum_k: T,
-    seed: T,
-    offset: T,
-}
-
-impl Clone for CudnnSaved {
-    fn clone(&self) -> Self {
-        CudnnSaved {
-            cum_q: self.cum_q.shallow_clone(),
-            cum_k: self.cum_k.shallow_clone(),
-            seed: self.seed.shallow_clone(),
-            offset: self.offset.shallow_clone(),
-        }
-    }
 }
 
 /// cuDNN's fused attention, the contract of [`flash_forward`]: `q: [B, H,
@@ -218,49 +199,11 @@ pub fn cudnn_forward(
     v: &T,
     causal: bool,
     scale: f64,
-) -> Result<(T, T, CudnnSaved), String> {
-    let mut ptrs = [std::ptr::null_mut::<c_void>(); 6];
-    let mut err = [0 as c_char; 2048];
-    // SAFETY: as in `flash_forward`; on failure no handle is returned.
-    let [out, lse, cum_q, cum_k, seed, offset] = unsafe {
-        let [a, b, c, d, e, f] = &mut ptrs;
-        let rc = combiner_cudnn_forward(
-            q.as_ptr() as *const c_void,
-            k.as_ptr() as *const c_void,
-            v.as_ptr() as *const c_void,
-            c_int::from(causal),
-            scale,
-            a,
-            b,
-            c,
-            d,
-            e,
-            f,
-            err.as_mut_ptr(),
-            err.len(),
-        );
-        if rc != 0 {
-            let msg = CStr::from_ptr(err.as_ptr()).to_string_lossy();
-            return Err(format!(
-                "cuDNN attention refused q {:?}, k {:?}: {msg}",
-                q.size(),
-                k.size()
-            ));
-        }
-        ptrs.map(|p| T::from_ptr(p as *mut _))
-    };
+) -> Result<(T, T, Saved), String> {
+    let (out, lse, saved) = attention_forward(combiner_cudnn_forward, q, k, v, causal, scale)
+        .map_err(|e| format!("cuDNN attention refused {e}"))?;
     // [B, H, M, 1] -> [B, H, M]
-    let lse = lse.squeeze_dim(-1);
-    Ok((
-        out,
-        lse,
-        CudnnSaved {
-            cum_q,
-            cum_k,
-            seed,
-            offset,
-        },
-    ))
+    Ok((out, lse.squeeze_dim(-1), saved))
 }
 
 /// Gradients of q, k, v (`[B, H, ., K]`) from cuDNN's attention backward,
@@ -274,7 +217,7 @@ pub fn cudnn_backward(
     v: &T,
     out: &T,
     lse: &T,
-    saved: &CudnnSaved,
+    saved: &Saved,
     causal: bool,
     scale: f64,
 ) -> Result<(T, T, T), String> {

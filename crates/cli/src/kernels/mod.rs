@@ -384,10 +384,8 @@ struct Term {
     /// What the memory-efficient backward needs (seed, offset).
     seed: T,
     offset: T,
-    /// What the flash backward needs.
-    flash: Option<aten::Saved>,
-    /// What cuDNN's backward needs.
-    cudnn: Option<aten::CudnnSaved>,
+    /// What the FlashAttention or cuDNN backward needs.
+    saved: Option<aten::Saved>,
     /// burn's handles of the inputs whose storage `q`, `k`, `v` may view:
     /// burn-tch changes a tensor in place only when no other handle shares
     /// its storage, so holding them keeps the inputs as the backward needs.
@@ -425,8 +423,7 @@ impl Clone for Term {
             scale: self.scale,
             seed: self.seed.shallow_clone(),
             offset: self.offset.shallow_clone(),
-            flash: self.flash.clone(),
-            cudnn: self.cudnn.clone(),
+            saved: self.saved.clone(),
             inputs: self.inputs.clone(),
         }
     }
@@ -555,8 +552,7 @@ impl Term {
             // dropout, when another kernel ran the forward
             seed: T::zeros([], (tch::Kind::Int64, tch::Device::Cpu)),
             offset: T::zeros([], (tch::Kind::Int64, tch::Device::Cpu)),
-            flash: None,
-            cudnn: None,
+            saved: None,
             inputs: Vec::new(),
         }
     }
@@ -627,7 +623,7 @@ impl Term {
                     causal,
                     self.scale,
                 );
-                self.flash = Some(saved);
+                self.saved = Some(saved);
                 (o, lse)
             }
             Attn::Cudnn { causal } => match aten::cudnn_forward(
@@ -638,7 +634,7 @@ impl Term {
                 self.scale,
             ) {
                 Ok((o, lse, saved)) => {
-                    self.cudnn = Some(saved);
+                    self.saved = Some(saved);
                     (o, lse)
                 }
                 Err(e) => {
@@ -731,7 +727,7 @@ impl Term {
                 math::backward(self, &grad_t, &out_t, &lse_t)
             }
             Attn::Flash { causal } => {
-                let saved = self.flash.as_ref().expect("the forward ran");
+                let saved = self.saved.as_ref().expect("the forward ran");
                 let (gq, gk, gv) = aten::flash_backward(
                     &grad_t.transpose(1, 2),
                     &self.q.transpose(1, 2),
@@ -746,7 +742,7 @@ impl Term {
                 (gq.transpose(1, 2), gk.transpose(1, 2), gv.transpose(1, 2))
             }
             Attn::Cudnn { causal } => {
-                let saved = self.cudnn.as_ref().expect("the forward ran");
+                let saved = self.saved.as_ref().expect("the forward ran");
                 match aten::cudnn_backward(
                     &grad_t.transpose(1, 2),
                     &self.q.transpose(1, 2),
